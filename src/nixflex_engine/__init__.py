@@ -1,0 +1,3 @@
+"""nixflex-engine: AI phone calls over a low-latency frame pipeline."""
+
+__version__ = "0.1.0"

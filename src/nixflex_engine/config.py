@@ -1,0 +1,100 @@
+"""The one settings object.
+
+Every setting is read from the environment with the prefix ``NIXFLEX_`` (for example
+``NIXFLEX_DATABASE_URL``) or from a ``.env`` file in the working directory. Code never reads
+``os.environ`` itself: it receives a :class:`Settings` instance.
+
+Provider base URLs choose where the real SDKs connect. Leave them unset for the real
+services; point them at the sandbox (``nixflex-engine sandbox``) for offline runs. No code
+path exists only for tests: the sandbox is chosen by configuration alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Engine configuration. Units are in the names (``_seconds``, ``_ms``, ``_per_minute``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIXFLEX_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- deployment -----------------------------------------------------------------------
+    dev_mode: bool = Field(
+        False,
+        description="Development mode: generates and keeps an encryption key under var_dir "
+        "when none is given. Never enable in production.",
+    )
+    host: str = Field("127.0.0.1", description="Interface `nixflex-engine serve` binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `nixflex-engine serve` binds to.")
+    public_base_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="Public https:// URL of this node, as Twilio reaches it. Used in TwiML "
+        "(as wss://), callback URLs and signature checks. Each node has its own.",
+    )
+    var_dir: Path = Field(Path("./var"), description="Directory for local state.")
+    log_level: str = Field("INFO", description="Minimum log level (DEBUG, INFO, WARNING...).")
+
+    # --- storage --------------------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./var/nixflex.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or "
+        "postgresql+asyncpg://user:pass@host/db.",
+    )
+    recordings_dir: Path = Field(
+        Path("./var/recordings"), description="Where call recordings (WAV) are stored."
+    )
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="Fernet key (urlsafe base64, 32 bytes) encrypting Twilio tokens and "
+        "webhook secrets at rest. Required unless dev_mode is on.",
+    )
+
+    # --- accounts and limits ----------------------------------------------------------------
+    signup_enabled: bool = Field(False, description="Allow POST /v1/keys without a key.")
+    rate_limit_reads_per_minute: int = Field(600, ge=1, description="GET requests per key.")
+    rate_limit_writes_per_minute: int = Field(120, ge=1, description="Writes per key.")
+    default_max_concurrent_calls: int = Field(
+        10, ge=1, description="Calls in flight per account unless the account sets its own."
+    )
+    allow_private_webhook_urls: bool = Field(
+        False, description="Allow webhook URLs on private or loopback addresses (SSRF guard)."
+    )
+
+    # --- providers --------------------------------------------------------------------------
+    twilio_api_base_url: str | None = Field(
+        None, description="Twilio REST root; unset = api.twilio.com. Sandbox: http://HOST:PORT"
+    )
+    deepgram_api_key: SecretStr = Field(SecretStr(""), description="Deepgram API key.")
+    deepgram_base_url: str | None = Field(
+        None,
+        description="Deepgram root for both REST and websockets (http(s)://...; the websocket "
+        "scheme is derived); unset = Deepgram's own.",
+    )
+    anthropic_api_key: SecretStr = Field(SecretStr(""), description="Anthropic API key.")
+    anthropic_base_url: str | None = Field(
+        None, description="Anthropic API root; unset = api.anthropic.com."
+    )
+    llm_model: str = Field("claude-haiku-4-5", description="Default Claude model for agents.")
+
+    @field_validator(
+        "public_base_url", "twilio_api_base_url", "deepgram_base_url", "anthropic_base_url"
+    )
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def public_ws_base_url(self) -> str:
+        """The public base URL with a websocket scheme (https → wss, http → ws)."""
+        base = self.public_base_url
+        if base.startswith("https://"):
+            return "wss://" + base.removeprefix("https://")
+        return "ws://" + base.removeprefix("http://")
