@@ -60,6 +60,7 @@ __all__ = [
     "TTSStartedFrame",
     "TTSStoppedFrame",
     "TTSTextFrame",
+    "TranscriptEntryFrame",
     "TranscriptFrame",
     "TransportStartedFrame",
     "UserStartedSpeakingFrame",
@@ -242,6 +243,22 @@ class UserTurnEndedFrame(SystemFrame):
     speech_end_ms: float = 0.0
     decided_ms: float = 0.0
     preemptive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptEntryFrame(SystemFrame):
+    """One line of the call transcript.
+
+    The user-side context aggregator sends caller lines downstream; the assistant-side
+    aggregator (after the output transport) sends agent lines upstream, cut to what the
+    caller heard and flagged ``interrupted``. Both reach the run's edges, where the call
+    session keeps the transcript, and the user side adds agent lines to the LLM context.
+    """
+
+    role: Literal["agent", "caller"]
+    text: str
+    timestamp_ms: float = 0.0
+    interrupted: bool = False
 
 
 # --- agent side ----------------------------------------------------------------------------
