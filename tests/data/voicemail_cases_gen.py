@@ -1,0 +1,465 @@
+# ruff: noqa: E501  (the templates are prose: one greeting per line reads best)
+"""Generate the labelled voicemail evaluation set ``voicemail_cases.jsonl``.
+
+Run from the repository root (the output is committed; re-running with the same seed
+reproduces it byte for byte)::
+
+    .venv/bin/python tests/data/voicemail_cases_gen.py
+
+How the set is built, and why it is not tuned to the detectors:
+
+* Every case comes from a hand-written *template*: what a person or an answering machine
+  actually says when an outbound call is picked up, in English, Spanish, French, German,
+  Portuguese and Italian. Templates were written before the detectors' thresholds were set.
+* Each template is instantiated twice with different names, speaking rates, start delays,
+  pauses, beep (present or not, its frequency and length), transcript quality and AMD outcome.
+* The held-out split is chosen **by template** (a hash of its text), so held-out cases use
+  wordings never seen while tuning, not just new timings of seen wordings.
+* Timing model: speech starts 0.2-1.4 s after pickup (people) or 0.3-1.6 s (machines and
+  carrier prompts); speaking rate 2.6-4.0 words/s (machines read slower than people
+  talk); "/" in a template is a short pause inside a greeting (150-550 ms, sometimes up to
+  900 ms), "//" a long pause (people waiting for a reply that never comes: 1.8-3.5 s).
+* Beeps: 1000 Hz most often, else one of several common voicemail tones; 150-1000 ms long;
+  200-900 ms after the greeting ends. Templates marked ``beep="maybe"`` get a beep 75% of
+  the time (many greetings end in silence or a prompt instead of a tone).
+* Transcripts: about a third of cases have no punctuation and no capitals (Deepgram without
+  ``punctuate``/``smart_format``) and about one in eight has one word mis-recognised or
+  dropped. The replay derives interim results from the words' timing.
+* AMD: Twilio's async AMD with ``DetectMessageEnd`` and its default thresholds (speech
+  threshold 2400 ms, speech-end threshold 1200 ms, silence timeout 5000 ms) is emulated on
+  the timeline — so it errs where the real one errs (long live answers become
+  ``machine_end_silence``; very short greetings become ``human``; silence becomes
+  ``unknown``) — and on top of that about 4% of the results are made randomly wrong or
+  ``unknown`` (Twilio states ~94% accuracy). ``at_ms`` is when the callback reaches us
+  (``MachineDetectionDuration`` plus 80-400 ms of network and webhook latency).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SEED = 20261129
+OUT = Path(__file__).with_name("voicemail_cases.jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class T:
+    """One template: what is said, by whom, in which language."""
+
+    lang: str
+    label: str  # "human" | "machine"
+    category: str
+    text: str  # "/" short pause, "//" long pause; {first} {last} {company} {number}
+    beep: str = "maybe"  # "always" | "maybe" | "never" (humans: always "never")
+    notes: str = ""
+
+
+NAMES: dict[str, list[tuple[str, str]]] = {
+    "en": [
+        ("Sarah", "Miller"),
+        ("Tom", "Becker"),
+        ("Jessica", "Nguyen"),
+        ("Mike", "Johnson"),
+        ("David", "Patel"),
+        ("Emily", "Clark"),
+        ("Chris", "Walker"),
+        ("Laura", "Kim"),
+    ],
+    "es": [
+        ("María", "García"),
+        ("Javier", "López"),
+        ("Lucía", "Martínez"),
+        ("Carlos", "Ruiz"),
+        ("Ana", "Fernández"),
+        ("Diego", "Torres"),
+    ],
+    "fr": [
+        ("Camille", "Martin"),
+        ("Julien", "Bernard"),
+        ("Sophie", "Dubois"),
+        ("Nicolas", "Lefèvre"),
+        ("Claire", "Moreau"),
+        ("Antoine", "Girard"),
+    ],
+    "de": [
+        ("Anna", "Müller"),
+        ("Jonas", "Schmidt"),
+        ("Lena", "Schneider"),
+        ("Felix", "Weber"),
+        ("Sabine", "Fischer"),
+        ("Thomas", "Wagner"),
+    ],
+    "pt": [
+        ("Ana", "Silva"),
+        ("João", "Santos"),
+        ("Mariana", "Oliveira"),
+        ("Pedro", "Costa"),
+        ("Beatriz", "Souza"),
+        ("Rafael", "Pereira"),
+    ],
+    "it": [
+        ("Giulia", "Rossi"),
+        ("Marco", "Russo"),
+        ("Francesca", "Ferrari"),
+        ("Luca", "Esposito"),
+        ("Chiara", "Bianchi"),
+        ("Matteo", "Romano"),
+    ],
+}
+COMPANIES: dict[str, list[str]] = {
+    "en": ["Bright Smile Dental", "Harbor Insurance", "Miller and Partners", "Oakwood Realty"],
+    "es": ["Clínica Dental Sonrisa", "Seguros Atlántico", "Inmobiliaria Sol"],
+    "fr": ["Cabinet Dubois", "Assurances du Parc", "Agence Lumière"],
+    "de": ["Praxis Dr. Weber", "Autohaus Schneider", "Kanzlei Fischer"],
+    "pt": ["Clínica Sorriso", "Imobiliária Horizonte", "Seguros Atlântico"],
+    "it": ["Studio Dentistico Rossi", "Assicurazioni Aurora", "Agenzia Sole"],
+}
+NUMBER_WORDS: dict[str, list[str]] = {
+    "en": ["five five five, two one three, four four eight nine", "eight one eight, two zero two"],
+    "es": ["seis uno dos, tres cuatro cinco, seis siete", "nueve uno, cuatro cinco cinco"],
+    "fr": ["zéro six, douze, trente-quatre, cinquante-six", "zéro sept, vingt, quarante"],
+    "de": ["null eins sieben zwei, drei vier fünf sechs", "null eins fünf eins, acht acht"],
+    "pt": ["nove nove oito, sete seis, cinco quatro", "nove um dois, três quatro"],
+    "it": ["tre tre nove, uno due tre, quattro cinque", "tre quattro sette, due due"],
+}
+
+# fmt: off
+TEMPLATES: list[T] = [
+    # ------------------------------------------------------------------ English, machines
+    T("en", "machine", "personal", "Hi, you've reached {first} {last}. / I can't take your call right now, / please leave a message after the beep and I'll get back to you as soon as I can.", "always"),
+    T("en", "machine", "personal_short", "Hi, it's {first}, leave a message.", "always", "short greeting"),
+    T("en", "machine", "personal_short", "Hey, this is {first}. / Leave a message.", "always", "short greeting"),
+    T("en", "machine", "personal_nocue", "{first} here, / you know what to do.", "always", "no phrase cue at all"),
+    T("en", "machine", "personal", "Hello, you have reached the voicemail of {first} {last}. / Please leave your name, number and a brief message / and I will return your call."),
+    T("en", "machine", "carrier", "The person you are calling is not available. / Please leave a message after the tone.", "always"),
+    T("en", "machine", "carrier", "Your call has been forwarded to an automated voice messaging system. / {number} / is not available. / At the tone, please record your message. / When you have finished recording, you may hang up or press one for more options.", "always"),
+    T("en", "machine", "carrier", "The Google subscriber you have called is not available. / Please leave a message after the tone.", "always"),
+    T("en", "machine", "personal", "Sorry I missed your call. / Leave me a message and I'll call you back."),
+    T("en", "machine", "business", "Thank you for calling {company}. / Our office is currently closed. / Our business hours are Monday through Friday, nine to five. / Please leave a message and we will return your call on the next business day."),
+    T("en", "machine", "carrier_full", "The mailbox is full and cannot accept any messages at this time. / Goodbye.", "never"),
+    T("en", "machine", "carrier_unset", "The subscriber you have dialed has a voice mailbox that has not been set up yet. / Goodbye.", "never"),
+    T("en", "machine", "trick", "Hello? // Ha, got you, I'm not here, / leave a message.", "always", "trick greeting: fake live hello then a long pause"),
+    T("en", "machine", "family", "Hi! / You've reached the {last} family. / We're not home right now, / but leave us a message and we'll call you back."),
+    T("en", "machine", "personal", "Hey, it's {first}, / I'm probably on the other line or away from my phone, / drop me a message and I'll get back to you."),
+    T("en", "machine", "number_only", "You have reached {number}. / Please leave a message.", "always"),
+    T("en", "machine", "name_only", "{first} {last}.", "always", "carrier default greeting with only the recorded name"),
+    T("en", "machine", "business", "Hi, this is {first} {last} with {company}. / I'm either on the phone or away from my desk. / Please leave your name and number and I'll return your call as soon as possible. / Thanks."),
+    T("en", "machine", "carrier", "Welcome to the voice mail service. / The number you are trying to reach is not available. / Please leave a message after the tone.", "always"),
+    T("en", "machine", "personal", "Hi, you've reached {first}. / I'm not available right now. / Text me or leave a message."),
+    T("en", "machine", "personal_nocue", "Hey, / it's {first}, / I'll call you back.", "always", "short, almost no cue"),
+    T("en", "machine", "business", "You've reached the after hours line for {company}. / If this is an emergency, please hang up and dial nine one one. / Otherwise, please leave a detailed message."),
+    T("en", "machine", "personal", "This is {first}. / I'm out of the office until Monday. / For urgent matters please contact my colleague. / Otherwise leave a message and I will call you back."),
+    T("en", "machine", "carrier", "I'm sorry, the person you are trying to reach is unavailable. / Please try again later.", "never", "carrier prompt with no mailbox"),
+    T("en", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    T("en", "machine", "silent_mailbox", "", "never", "no greeting and no beep: recording starts in silence"),
+    # ------------------------------------------------------------------ English, people
+    T("en", "human", "hello", "Hello?"),
+    T("en", "human", "hello", "Hello, who is this?"),
+    T("en", "human", "hello", "Yeah, hello."),
+    T("en", "human", "self_id", "Hi, this is {first} speaking."),
+    T("en", "human", "take_message", "He's not available right now, / can I take a message?", notes="hard: 'not available' + 'message' said live"),
+    T("en", "human", "take_message", "She's not available at the moment. / Do you want to leave a message?", notes="hard: 'leave a message' said live"),
+    T("en", "human", "receptionist", "Good morning, {company}, this is {first}, how can I help you?"),
+    T("en", "human", "receptionist", "Thank you for calling {company}, / you've reached the front desk, / this is {first}, how may I help you?", notes="hard: receptionist says 'you've reached'"),
+    T("en", "human", "hello_repeat", "Hello? // Hello? / Is anyone there?"),
+    T("en", "human", "hello_repeat", "Yeah? // Hello?"),
+    T("en", "human", "long", "Hi, sorry, I'm driving right now, / can you call me back in like ten minutes?"),
+    T("en", "human", "take_message", "{first}'s phone, / he's in the shower, / who's calling?"),
+    T("en", "human", "self_id", "This is {first}."),
+    T("en", "human", "short", "Speaking."),
+    T("en", "human", "hello", "Hello, yes?"),
+    T("en", "human", "long", "Hi! / Oh sorry, I thought you were my sister. / Who is this?"),
+    T("en", "human", "formal", "Hello, {last} residence."),
+    T("en", "human", "long", "Yes hello, I've been expecting your call about the appointment, is this about Thursday?", notes="long live answer"),
+    T("en", "human", "hello", "Um, / hello?"),
+    T("en", "human", "take_message", "Sorry, he can't come to the phone right now, he's in a meeting. / Can I tell him who called?", notes="hard: 'can't come to the phone right now'"),
+    T("en", "human", "long", "Hello, this is {first}, I can't really talk right now, I'm at work, / is it urgent?"),
+    T("en", "human", "short", "Yeah, go ahead."),
+    T("en", "human", "mentions_voicemail", "Hello? / Oh, you left me a voicemail yesterday, right?", notes="hard: person says 'voicemail'"),
+    T("en", "human", "mentions_voicemail", "Hi, is this about the mailbox I ordered?", notes="hard: person says 'mailbox'"),
+    T("en", "human", "long", "Hello, I'm not available for surveys, sorry, / who's calling?"),
+    T("en", "human", "hello", "{first}."),
+    T("en", "human", "monologue", "Hey, yeah, hi, I got your text earlier and I was going to call you back but I've been running around all morning with the kids so sorry about that.", notes="long unbroken live answer"),
+    T("en", "human", "silent", "", notes="picks up and says nothing, waits for the caller"),
+    T("en", "human", "silent_then_hello", "// Hello?", notes="silent first, then hello"),
+    # ------------------------------------------------------------------ Spanish
+    T("es", "machine", "personal", "Hola, has llamado a {first}. / Ahora no puedo atenderte, / deja tu mensaje después del tono.", "always"),
+    T("es", "machine", "carrier", "El número que usted marcó no está disponible. / Por favor, deje su mensaje después del tono.", "always"),
+    T("es", "machine", "personal_short", "Hola, soy {first}, deja un mensaje.", "always"),
+    T("es", "machine", "carrier", "Bienvenido al buzón de voz de {number}. / Deje su mensaje después de la señal.", "always"),
+    T("es", "machine", "carrier", "La persona a la que llama no está disponible en este momento. / Por favor, inténtelo más tarde.", "never"),
+    T("es", "machine", "carrier_off", "El teléfono móvil al que llama está apagado o fuera de cobertura en este momento.", "never"),
+    T("es", "machine", "personal", "Hola, este es el contestador de {first}. / Ahora mismo no estoy, / deja tu mensaje y te llamo."),
+    T("es", "machine", "business", "Gracias por llamar a {company}. / Nuestro horario de atención es de lunes a viernes de nueve a seis. / Deje su nombre y teléfono y le devolveremos la llamada."),
+    T("es", "machine", "personal_nocue", "¿Qué tal? / Soy {first}. / Ya sabes qué hacer.", "always"),
+    T("es", "machine", "carrier", "Su llamada ha sido transferida a un sistema de mensajes de voz. / {number} / no está disponible. / Grabe su mensaje después del tono.", "always"),
+    T("es", "human", "hello", "¿Bueno?"),
+    T("es", "human", "hello", "¿Diga?"),
+    T("es", "human", "hello", "Hola, ¿quién habla?"),
+    T("es", "human", "take_message", "No está en este momento, / ¿quiere dejarle un mensaje?", notes="hard"),
+    T("es", "human", "take_message", "Ahora no está disponible, / ¿le puedo tomar un recado?", notes="hard"),
+    T("es", "human", "receptionist", "Buenas tardes, {company}, / le atiende {first}, ¿en qué puedo ayudarle?"),
+    T("es", "human", "hello_repeat", "¿Aló? // ¿Aló? / ¿Hay alguien?"),
+    T("es", "human", "short", "Sí, dígame."),
+    T("es", "human", "long", "Hola, estoy manejando, / ¿me puedes llamar más tarde?"),
+    T("es", "human", "mentions_voicemail", "Oye, acabo de ver que me dejaste un mensaje en el buzón, / ¿qué pasó?", notes="hard: 'buzón' said live"),
+    T("es", "human", "self_id", "Sí, soy {first}, ¿de parte de quién?"),
+    # ------------------------------------------------------------------ French
+    T("fr", "machine", "personal", "Bonjour, vous êtes bien sur la messagerie de {first} {last}. / Je ne suis pas disponible pour le moment, / laissez-moi un message après le bip sonore.", "always"),
+    T("fr", "machine", "carrier", "Votre correspondant n'est pas disponible pour le moment. / Veuillez laisser un message après le bip.", "always"),
+    T("fr", "machine", "personal_short", "Salut, c'est {first}, laisse un message.", "always"),
+    T("fr", "machine", "carrier", "Bonjour, vous êtes sur la messagerie vocale du {number}. / Laissez un message après le signal sonore.", "always"),
+    T("fr", "machine", "carrier_full", "La messagerie de votre correspondant est pleine. / Vous ne pouvez pas laisser de message.", "never"),
+    T("fr", "machine", "business", "Bienvenue chez {company}. / Nos bureaux sont fermés. / Nous sommes ouverts du lundi au vendredi de neuf heures à dix-huit heures. / Merci de laisser vos coordonnées, nous vous rappellerons."),
+    T("fr", "machine", "personal", "Bonjour, c'est {first}, / je ne peux pas répondre pour l'instant, / laissez-moi un petit message et je vous rappelle."),
+    T("fr", "machine", "carrier", "Le correspondant que vous cherchez à joindre n'est pas joignable actuellement. / Veuillez rappeler ultérieurement.", "never"),
+    T("fr", "machine", "personal_nocue", "Coucou, / c'est {first}, / à plus tard !", "always"),
+    T("fr", "machine", "personal", "Vous êtes bien chez {first} et {last}. / Nous sommes absents pour le moment. / Après le bip, vous pouvez laisser un message.", "always"),
+    T("fr", "human", "hello", "Allô ?"),
+    T("fr", "human", "hello", "Allô, oui ?"),
+    T("fr", "human", "hello", "Oui, allô, c'est qui ?"),
+    T("fr", "human", "take_message", "Il n'est pas disponible pour le moment, / vous voulez laisser un message ?", notes="hard"),
+    T("fr", "human", "take_message", "Elle n'est pas là, / je peux prendre un message ?", notes="hard"),
+    T("fr", "human", "receptionist", "{company}, bonjour, / {first} à l'appareil, que puis-je faire pour vous ?"),
+    T("fr", "human", "hello_repeat", "Allô ? // Allô ? / Il y a quelqu'un ?"),
+    T("fr", "human", "short", "Oui, bonjour."),
+    T("fr", "human", "long", "Je suis au volant, / vous pouvez rappeler plus tard ?"),
+    T("fr", "human", "mentions_voicemail", "Ah, vous m'avez laissé un message sur mon répondeur hier, / c'est pour quoi ?", notes="hard: 'répondeur' said live"),
+    T("fr", "human", "self_id", "Oui, {first} {last}, j'écoute."),
+    # ------------------------------------------------------------------ German
+    T("de", "machine", "personal", "Hallo, hier ist der Anschluss von {first} {last}. / Ich bin leider nicht erreichbar. / Bitte hinterlassen Sie eine Nachricht nach dem Signalton.", "always"),
+    T("de", "machine", "carrier", "Der gewünschte Gesprächspartner ist zurzeit nicht erreichbar. / Bitte hinterlassen Sie eine Nachricht nach dem Signalton.", "always"),
+    T("de", "machine", "personal_short", "Hi, hier ist {first}, sprich mir was auf.", "always"),
+    T("de", "machine", "carrier", "Willkommen bei der Mobilbox von {number}. / Ihr Gesprächspartner ist im Moment nicht erreichbar. / Sie können jetzt eine Nachricht hinterlassen.", "always"),
+    T("de", "machine", "carrier", "Sie sind verbunden mit der Mailbox von {first} {last}. / Bitte sprechen Sie nach dem Ton.", "always"),
+    T("de", "machine", "carrier_off", "Der Teilnehmer ist zur Zeit nicht erreichbar.", "never"),
+    T("de", "machine", "business", "Guten Tag, Sie haben die {company} erreicht. / Unsere Praxis ist derzeit geschlossen. / Unsere Sprechzeiten sind Montag bis Freitag von acht bis zwölf Uhr. / Bitte hinterlassen Sie Ihren Namen und Ihre Telefonnummer."),
+    T("de", "machine", "personal", "Hallo, {first} hier. / Ich kann gerade nicht ans Telefon gehen. / Ich rufe zurück."),
+    T("de", "machine", "personal_nocue", "Servus, / {first} {last}.", "always"),
+    T("de", "machine", "carrier", "Die Person, die Sie anrufen, ist nicht verfügbar. / Bitte sprechen Sie nach dem Piepton.", "always"),
+    T("de", "human", "hello", "Hallo?"),
+    T("de", "human", "hello", "Ja, hallo?"),
+    T("de", "human", "surname", "{last}.", notes="Germans often answer with their surname"),
+    T("de", "human", "hello", "Ja, bitte?"),
+    T("de", "human", "hello", "Hallo, wer ist da?"),
+    T("de", "human", "take_message", "Er ist gerade nicht da, / kann ich was ausrichten?", notes="hard"),
+    T("de", "human", "take_message", "Sie ist im Moment nicht erreichbar, / möchten Sie eine Nachricht hinterlassen?", notes="hard: 'nicht erreichbar' + 'Nachricht hinterlassen' said live"),
+    T("de", "human", "receptionist", "{company}, / Sie sprechen mit {first} {last}, was kann ich für Sie tun?"),
+    T("de", "human", "hello_repeat", "Hallo? // Hallo? / Ist da jemand?"),
+    T("de", "human", "long", "Ich sitze gerade im Auto, / können Sie später nochmal anrufen?"),
+    T("de", "human", "surname", "{last}, guten Tag."),
+    # ------------------------------------------------------------------ Portuguese
+    T("pt", "machine", "personal", "Olá, você ligou para {first}. / No momento não posso atender, / deixe sua mensagem após o sinal.", "always"),
+    T("pt", "machine", "carrier", "A pessoa para quem você ligou não está disponível. / Por favor, deixe sua mensagem após o sinal.", "always"),
+    T("pt", "machine", "carrier_off", "Este telefone está desligado ou fora da área de cobertura.", "never"),
+    T("pt", "machine", "personal_short", "Oi, aqui é {first}, deixa recado.", "always"),
+    T("pt", "machine", "carrier", "Caixa postal. / Grave seu recado após o sinal.", "always"),
+    T("pt", "machine", "personal_pt", "Olá, ligou para {first} {last}. / De momento não posso atender. / Deixe a sua mensagem após o sinal.", "always", "European Portuguese"),
+    T("pt", "machine", "business", "Obrigado por ligar para {company}. / Nosso horário de atendimento é de segunda a sexta, das oito às dezoito horas. / Deixe seu nome e telefone que retornaremos."),
+    T("pt", "machine", "personal_nocue", "E aí, / é o {first}, / fala aí.", "always"),
+    T("pt", "machine", "carrier", "Sua chamada está sendo encaminhada para a caixa de mensagens e estará sujeita a cobrança após o sinal.", "always"),
+    T("pt", "machine", "personal", "Oi, aqui é {first}, / não posso atender agora, / me manda uma mensagem que eu te ligo depois."),
+    T("pt", "human", "hello", "Alô?"),
+    T("pt", "human", "hello", "Alô, quem fala?"),
+    T("pt", "human", "hello", "Oi, pois não?"),
+    T("pt", "human", "hello", "Sim?"),
+    T("pt", "human", "take_message", "Ele não está no momento, / quer deixar recado?", notes="hard"),
+    T("pt", "human", "take_message", "Ela não pode atender agora, / posso anotar o recado?", notes="hard"),
+    T("pt", "human", "receptionist", "{company}, bom dia, / {first} falando, em que posso ajudar?"),
+    T("pt", "human", "hello_repeat", "Alô? // Alô? / Tem alguém aí?"),
+    T("pt", "human", "long", "Estou dirigindo agora, / pode ligar mais tarde?"),
+    T("pt", "human", "mentions_voicemail", "Oi, vi que você deixou um recado na minha caixa postal, / do que se trata?", notes="hard: 'caixa postal' said live"),
+    T("pt", "human", "self_id", "Sou eu, {first}, pode falar."),
+    # ------------------------------------------------------------------ Italian
+    T("it", "machine", "personal", "Ciao, sono {first}, / in questo momento non posso rispondere, / lasciate un messaggio dopo il segnale acustico.", "always"),
+    T("it", "machine", "carrier", "La persona da lei chiamata non è al momento raggiungibile. / Lasci un messaggio dopo il segnale acustico.", "always"),
+    T("it", "machine", "carrier_off", "Il cliente da lei chiamato non è al momento raggiungibile.", "never"),
+    T("it", "machine", "carrier", "Segreteria telefonica del numero {number}. / Lasciate un messaggio dopo il bip.", "always"),
+    T("it", "machine", "personal_short", "Ciao, è {first}, lasciami un messaggio.", "always"),
+    T("it", "machine", "business", "Buongiorno, avete chiamato lo {company}. / Lo studio è chiuso. / Gli orari di apertura sono dal lunedì al venerdì dalle nove alle diciotto. / Lasciate nome e numero e sarete richiamati."),
+    T("it", "machine", "personal", "Salve, risponde la segreteria di {first} {last}. / Al momento non sono disponibile. / Lasciate un messaggio, vi richiamerò."),
+    T("it", "machine", "personal_nocue", "Ehi, / sono {first}, / a dopo.", "always"),
+    T("it", "machine", "carrier", "Il numero da lei chiamato è momentaneamente non disponibile. / Può lasciare un messaggio dopo il segnale.", "always"),
+    T("it", "machine", "carrier_full", "La casella vocale del cliente è piena.", "never"),
+    T("it", "human", "hello", "Pronto?"),
+    T("it", "human", "hello", "Pronto, chi parla?"),
+    T("it", "human", "hello", "Sì, pronto."),
+    T("it", "human", "take_message", "Non c'è in questo momento, / vuole lasciare un messaggio?", notes="hard"),
+    T("it", "human", "take_message", "Adesso non è disponibile, / posso prendere un messaggio?", notes="hard"),
+    T("it", "human", "receptionist", "{company}, buongiorno, / sono {first}, come posso aiutarla?"),
+    T("it", "human", "hello_repeat", "Pronto? // Pronto? / C'è qualcuno?"),
+    T("it", "human", "long", "Sto guidando, / può richiamare più tardi?"),
+    T("it", "human", "mentions_voicemail", "Ho visto che mi ha lasciato un messaggio in segreteria, / di cosa si tratta?", notes="hard: 'segreteria' said live"),
+    T("it", "human", "self_id", "Sì, sono {first}, mi dica."),
+]
+# fmt: on
+
+BEEP_FREQS_HZ = [1000, 1000, 1000, 1000, 850, 950, 1400, 440, 1200, 600, 1800]
+
+
+def template_split(t: T) -> str:
+    """Held-out by template: about one template in three, chosen by a hash of its text."""
+    digest = hashlib.sha256(f"{t.lang}|{t.label}|{t.text}|{t.category}".encode()).digest()
+    return "heldout" if digest[0] % 3 == 0 else "dev"
+
+
+def fill(text: str, lang: str, rng: random.Random) -> str:
+    first, last = rng.choice(NAMES[lang])
+    return (
+        text.replace("{first}", first)
+        .replace("{last}", last)
+        .replace("{company}", rng.choice(COMPANIES[lang]))
+        .replace("{number}", rng.choice(NUMBER_WORDS[lang]))
+    )
+
+
+def asr_degrade(text: str, rng: random.Random, plain: bool, error: bool) -> str:
+    words = text.split()
+    if error and len(words) > 2:
+        i = rng.randrange(len(words))
+        if rng.random() < 0.5:
+            del words[i]
+        else:
+            w = words[i]
+            words[i] = w[: max(1, len(w) // 2)] + ("a" if not w.endswith("a") else "o")
+    out = " ".join(words)
+    if plain:
+        out = re.sub(r"[^\w\s'-]", "", out).lower()
+        out = re.sub(r"\s+", " ", out).strip()
+    return out
+
+
+def speech_ms(text: str, words_per_s: float, rng: random.Random) -> int:
+    n = max(1, len(text.split()))
+    return int(150 + n * 1000 / words_per_s + rng.uniform(-60, 120))
+
+
+def emulate_amd(
+    utterances: list[dict[str, Any]], beep: dict[str, Any] | None, rng: random.Random
+) -> dict[str, Any]:
+    """Twilio async AMD with DetectMessageEnd and default thresholds, on this timeline."""
+    speech_threshold, end_threshold, silence_timeout = 2400, 1200, 5000
+    if not utterances or utterances[0]["start_ms"] > silence_timeout:
+        if beep is not None and beep["start_ms"] < silence_timeout:
+            answered, dur = "machine_end_beep", beep["start_ms"] + beep["duration_ms"] + 150
+        else:
+            answered, dur = "unknown", silence_timeout + rng.randint(0, 300)
+    else:
+        # The first "speech run": utterances joined while the gap is under end_threshold.
+        run_start = utterances[0]["start_ms"]
+        run_end = utterances[0]["end_ms"]
+        for u in utterances[1:]:
+            if u["start_ms"] - run_end < end_threshold:
+                run_end = u["end_ms"]
+            else:
+                break
+        if run_end - run_start < speech_threshold:
+            answered, dur = "human", run_end + end_threshold + rng.randint(0, 250)
+        else:
+            # Machine: wait for the end of the message (beep, or silence after speech).
+            last_end = max(u["end_ms"] for u in utterances)
+            if beep is not None:
+                answered = "machine_end_beep"
+                dur = beep["start_ms"] + beep["duration_ms"] + rng.randint(80, 300)
+            elif last_end > 30000:
+                answered, dur = "machine_end_other", 30000
+            else:
+                answered = "machine_end_silence"
+                dur = last_end + end_threshold + rng.randint(100, 500)
+            dur = max(dur, run_start + speech_threshold)
+    # On top of the mechanism, Twilio is not perfect: ~4% random confusion.
+    roll = rng.random()
+    if roll < 0.02:
+        answered = "unknown"
+        dur = max(dur, silence_timeout) + rng.randint(0, 2000)
+    elif roll < 0.04:
+        answered = "human" if answered.startswith("machine") else "machine_end_other"
+    return {
+        "type": "amd",
+        "answered_by": answered,
+        "machine_detection_duration_ms": int(dur),
+        "at_ms": int(dur + rng.randint(80, 400)),
+    }
+
+
+def make_case(t: T, variant: int, index: int, rng: random.Random) -> dict[str, Any]:
+    machine = t.label == "machine"
+    text = fill(t.text, t.lang, rng)
+    plain = rng.random() < 0.33
+    error = rng.random() < 0.12
+    rate = rng.uniform(2.6, 3.4) if machine else rng.uniform(3.0, 4.0)
+    t_ms = rng.randint(300, 1600) if machine else rng.randint(200, 1400)
+    events: list[dict[str, Any]] = []
+    utterances: list[dict[str, Any]] = []
+    if text.strip():
+        # Split on "//" (long pause) then "/" (short pause).
+        pieces: list[tuple[str, str]] = []
+        for j, block in enumerate(text.split("//")):
+            for k, seg in enumerate(block.split("/")):
+                gap = "long" if (j > 0 and k == 0) else ("short" if k > 0 else "none")
+                pieces.append((seg.strip(), gap))
+        for seg, gap in pieces:
+            if gap == "long":
+                t_ms += rng.randint(1800, 3500) if not machine else rng.randint(900, 1400)
+            elif gap == "short":
+                t_ms += rng.randint(150, 550) if rng.random() < 0.85 else rng.randint(550, 900)
+            if not seg:
+                continue
+            dur = speech_ms(seg, rate, rng)
+            utterances.append(
+                {
+                    "type": "utterance",
+                    "text": asr_degrade(seg, rng, plain, error and rng.random() < 0.5),
+                    "start_ms": t_ms,
+                    "end_ms": t_ms + dur,
+                }
+            )
+            t_ms += dur
+        events.extend(utterances)
+    beep: dict[str, Any] | None = None
+    wants_beep = machine and (t.beep == "always" or (t.beep == "maybe" and rng.random() < 0.75))
+    if wants_beep:
+        beep = {
+            "type": "beep",
+            "start_ms": t_ms + rng.randint(200, 900),
+            "duration_ms": rng.choice([150, 200, 300, 400, 450, 500, 500, 600, 800, 1000]),
+            "frequency_hz": rng.choice(BEEP_FREQS_HZ),
+        }
+        events.append(beep)
+    events.append(emulate_amd(utterances, beep, rng))
+    events.sort(key=lambda e: e.get("start_ms", e.get("at_ms", 0)))
+    notes = t.notes
+    if plain:
+        notes = (notes + "; " if notes else "") + "transcript without punctuation"
+    if machine and t.beep != "never" and beep is None:
+        notes = (notes + "; " if notes else "") + "greeting ends without a beep"
+    return {
+        "id": f"{t.lang}-{t.label[0]}-{index:03d}-{variant}",
+        "label": t.label,
+        "language": t.lang,
+        "category": t.category,
+        "split": template_split(t),
+        "events": events,
+        "notes": notes,
+    }
+
+
+def main() -> None:
+    rng = random.Random(SEED)
+    cases = [make_case(t, variant, i, rng) for i, t in enumerate(TEMPLATES) for variant in (1, 2)]
+    with OUT.open("w", encoding="utf-8") as f:
+        for c in cases:
+            f.write(json.dumps(c, ensure_ascii=False) + "\n")
+    n_h = sum(c["label"] == "human" for c in cases)
+    n_ho = sum(c["split"] == "heldout" for c in cases)
+    print(f"{len(cases)} cases ({n_h} human, {len(cases) - n_h} machine), {n_ho} held out -> {OUT}")
+
+
+if __name__ == "__main__":
+    main()
