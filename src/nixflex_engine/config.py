@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     default_max_concurrent_calls: int = Field(
         10, ge=1, description="Calls in flight per account unless the account sets its own."
     )
+    concurrent_call_retry_after_seconds: int = Field(
+        5,
+        ge=1,
+        description="Retry-After (seconds) sent with 429 concurrent_call_limit.",
+    )
     allow_private_webhook_urls: bool = Field(
         False, description="Allow webhook URLs on private or loopback addresses (SSRF guard)."
     )

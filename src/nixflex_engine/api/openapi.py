@@ -1,0 +1,550 @@
+"""The OpenAPI 3.1 document of the public API, served at ``/openapi.json``.
+
+Written as data next to the code it describes (agent field schemas come from
+``api.fields.AGENT_FIELDS``), and kept true by tests: every route is documented, every
+documented operation exists, and responses are validated against these schemas by the
+schemathesis fuzz test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nixflex_engine.api.fields import AGENT_FIELDS, VOICEMAIL_ACTIONS
+from nixflex_engine.store.repositories import ACTIVE_CALL_STATUSES, FINAL_CALL_STATUSES
+
+__all__ = ["openapi_document"]
+
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error_responses(*statuses: int) -> dict[str, Any]:
+    names = {
+        400: "Invalid request",
+        401: "Missing or invalid API key",
+        403: "Not permitted",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body larger than 1 MB",
+        429: "Rate or concurrency limit; see Retry-After",
+        500: "Server error",
+        502: "Carrier error",
+        503: "Not ready",
+    }
+    return {
+        str(s): {
+            "description": names[s],
+            "content": {_JSON: {"schema": _ref("Error")}},
+        }
+        for s in statuses
+    }
+
+
+_COMMON = (400, 401, 413, 429, 500)
+
+
+def _op(
+    summary: str,
+    response: dict[str, Any] | None,
+    *,
+    status: int = 200,
+    body: dict[str, Any] | None = None,
+    errors: tuple[int, ...] = (),
+    params: list[dict[str, Any]] | None = None,
+    idempotent: bool = False,
+    secured: bool = True,
+    tag: str,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "operationId": summary.lower().replace(" ", "_").replace("-", "_").replace("/", "_"),
+        "responses": {
+            str(status): {
+                "description": "OK",
+                **({"content": {_JSON: {"schema": response}}} if response else {}),
+            },
+            **_error_responses(*sorted(set(_COMMON + errors))),
+        },
+    }
+    parameters = list(params or [])
+    if idempotent:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Same key and body within 24 h returns the first response.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+    if not secured:
+        op["security"] = []
+    return op
+
+
+def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+_PAGE = [
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}),
+    _query("offset", {"type": "integer", "minimum": 0, "default": 0}),
+]
+
+
+def _schemas() -> dict[str, Any]:
+    e164 = {"type": "string", "pattern": E164_PATTERN}
+    nullable_str = {"type": ["string", "null"]}
+    agent_props = {f.name: {**f.schema, "description": f.description} for f in AGENT_FIELDS}
+    statuses = [*ACTIVE_CALL_STATUSES, *FINAL_CALL_STATUSES]
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["type", "code", "message", "doc_url", "details"],
+                    "properties": {
+                        "type": {
+                            "type": "string",
+                            "enum": [
+                                "invalid_request",
+                                "authentication_error",
+                                "permission_error",
+                                "not_found",
+                                "conflict",
+                                "rate_limit_error",
+                                "provider_error",
+                                "server_error",
+                            ],
+                        },
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "doc_url": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        },
+        "Key": {
+            "type": "object",
+            "required": ["key_id", "key_secret"],
+            "properties": {"key_id": {"type": "string"}, "key_secret": {"type": "string"}},
+        },
+        "KeyCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "max_concurrent_calls": {"type": "integer", "minimum": 1, "maximum": 10000},
+            },
+        },
+        "AgentInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": agent_props,
+        },
+        "AgentCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": agent_props,
+        },
+        "Agent": {
+            "type": "object",
+            "required": ["agent_id", "name", "phone_numbers", "created_at", "updated_at"],
+            "properties": {
+                "agent_id": {"type": "string", "pattern": "^agent_[0-9a-f]{16}$"},
+                **agent_props,
+                "phone_numbers": {"type": "array", "items": e164},
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "AgentList": _list_schema("agents", "Agent"),
+        "PhoneNumberImport": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["phone_number"],
+            "properties": {
+                "phone_number": e164,
+                "agent_id": nullable_str,
+                "twilio_account_sid": {"type": "string"},
+                "twilio_sid": {"type": "string", "description": "Alias of twilio_account_sid."},
+                "twilio_auth_token": {"type": "string"},
+                "twilio_token": {"type": "string", "description": "Alias of twilio_auth_token."},
+            },
+        },
+        "PhoneNumberUpdate": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "agent_id": nullable_str,
+                "twilio_account_sid": nullable_str,
+                "twilio_sid": nullable_str,
+                "twilio_auth_token": nullable_str,
+                "twilio_token": nullable_str,
+            },
+        },
+        "PhoneNumber": {
+            "type": "object",
+            "required": ["phone_number", "agent_id", "carrier", "has_twilio_credentials"],
+            "properties": {
+                "phone_number": e164,
+                "agent_id": nullable_str,
+                "carrier": {"type": "string"},
+                "twilio_number_sid": nullable_str,
+                "has_twilio_credentials": {"type": "boolean"},
+                "webhook_url": nullable_str,
+                "webhook2_url": nullable_str,
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "PhoneNumberList": _list_schema("phone_numbers", "PhoneNumber"),
+        "Deleted": {
+            "type": "object",
+            "required": ["deleted"],
+            "properties": {"deleted": {"type": "boolean", "const": True}},
+        },
+        "WebhookSlotInput": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {"url": {"type": "string", "maxLength": 2048}},
+        },
+        "WebhookSlot": {
+            "type": "object",
+            "required": ["phone_number", "slot", "url"],
+            "properties": {
+                "phone_number": e164,
+                "slot": {"type": "integer", "enum": [1, 2]},
+                "url": nullable_str,
+                "deleted": {"type": "boolean"},
+            },
+        },
+        "OutboundCallRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["agent_id", "to_number"],
+            "properties": {
+                "agent_id": {"type": "string", "description": "Agent that will handle the call"},
+                "to_number": {**e164, "description": "Recipient in E.164"},
+                "from_number": {**e164, "description": "Your imported Twilio number"},
+                "dynamic_vars": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Values for {placeholders} in the prompt",
+                },
+                "variables": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "Alias of dynamic_vars (not both)",
+                },
+                "voicemail_message": {"type": "string", "maxLength": 2000},
+                "voicemail_action": {"type": "string", "enum": list(VOICEMAIL_ACTIONS)},
+                "metadata": {"type": "object", "description": "Echoed in record and webhook"},
+                "campaign_id": {"type": "string"},
+                "prompt": {"type": "string", "maxLength": 16000},
+            },
+        },
+        "OutboundCall": {
+            "type": "object",
+            "required": ["call_id", "status", "agent_id", "to_number", "from_number"],
+            "properties": {
+                "call_id": {"type": "string"},
+                "status": {"type": "string", "const": "queued"},
+                "agent_id": {"type": "string"},
+                "to_number": e164,
+                "from_number": e164,
+                "campaign_id": {"type": "string"},
+                "metadata": {"type": "object"},
+            },
+        },
+        "Call": {
+            "type": "object",
+            "required": [
+                "call_id",
+                "agent_id",
+                "direction",
+                "status",
+                "from_number",
+                "to_number",
+                "created_at",
+                "transcript",
+                "extracted_data",
+            ],
+            "properties": {
+                "call_id": {"type": "string"},
+                "agent_id": {"type": "string"},
+                "campaign_id": nullable_str,
+                "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+                "status": {"type": "string", "enum": statuses},
+                "from_number": e164,
+                "to_number": e164,
+                "metadata": {"type": ["object", "null"]},
+                "dynamic_vars": {"type": "object"},
+                "prompt": nullable_str,
+                "voicemail_action": {"type": "string", "enum": list(VOICEMAIL_ACTIONS)},
+                "voicemail_message": nullable_str,
+                "created_at": {"type": "string", "format": "date-time"},
+                "answered_at": {"type": ["string", "null"], "format": "date-time"},
+                "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                "duration_seconds": {"type": ["number", "null"]},
+                "ended_reason": nullable_str,
+                "voicemail_detected": {"type": ["boolean", "null"]},
+                "voicemail_detection_method": nullable_str,
+                "amd_result": nullable_str,
+                "transcript": {"type": "array", "items": {"type": "object"}},
+                "recording_url": nullable_str,
+                "recording_duration_seconds": {"type": ["number", "null"]},
+                "call_summary": nullable_str,
+                "caller_sentiment": nullable_str,
+                "call_successful": {"type": ["boolean", "null"]},
+                "extracted_data": {"type": "object"},
+                "latency": {"type": ["object", "null"]},
+                "twilio_error": {"type": ["object", "null"]},
+            },
+        },
+        "CallList": _list_schema("calls", "Call"),
+        "Usage": {
+            "type": "object",
+            "required": ["calls", "minutes", "in_flight", "peak_concurrency"],
+            "properties": {
+                "calls": {"type": "integer"},
+                "completed_calls": {"type": "integer"},
+                "failed_calls": {"type": "integer"},
+                "minutes": {"type": "number"},
+                "in_flight": {"type": "integer"},
+                "peak_concurrency": {"type": "integer"},
+                "max_concurrent_calls": {"type": "integer"},
+                "since": nullable_str,
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string"}, "database": {"type": "string"}},
+        },
+    }
+
+
+def _list_schema(key: str, item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key, "count", "limit", "offset"],
+        "properties": {
+            key: {"type": "array", "items": _ref(item)},
+            "count": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    """The whole document; ``server_url`` is this node's public base URL."""
+    agent_id = _path_param("agent_id", {"type": "string"})
+    e164 = _path_param("e164", {"type": "string", "pattern": E164_PATTERN})
+    call_id = _path_param("call_id", {"type": "string"})
+    call_filters = [
+        *_PAGE,
+        _query("agent_id", {"type": "string"}),
+        _query("campaign_id", {"type": "string"}),
+        _query("status", {"type": "string", "enum": [*ACTIVE_CALL_STATUSES, *FINAL_CALL_STATUSES]}),
+        _query("to_number", {"type": "string", "pattern": E164_PATTERN}),
+        _query("since", {"type": "string", "format": "date-time"}),
+        _query("until", {"type": "string", "format": "date-time"}),
+    ]
+    webhook_ops = {}
+    for slot, base in ((1, "webhook"), (2, "webhook2")):
+        tag = "Webhooks"
+        webhook_ops[f"/v1/integrations/{base}/number/{{e164}}"] = {
+            "parameters": [e164],
+            "put": _op(
+                f"Set webhook slot {slot}",
+                _ref("WebhookSlot"),
+                body=_ref("WebhookSlotInput"),
+                errors=(404,),
+                tag=tag,
+            ),
+            "get": _op(f"Get webhook slot {slot}", _ref("WebhookSlot"), errors=(404,), tag=tag),
+            "delete": _op(
+                f"Delete webhook slot {slot}", _ref("WebhookSlot"), errors=(404,), tag=tag
+            ),
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Nixflex Engine API",
+            "version": "1.0.0",
+            "description": "Self-hosted Nixflex API: agents, phone numbers, outbound calls.",
+        },
+        "servers": [{"url": server_url}],
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/v1/keys": {
+                "post": _op(
+                    "Create key",
+                    _ref("Key"),
+                    status=201,
+                    body=_ref("KeyCreate"),
+                    errors=(403,),
+                    secured=False,
+                    tag="Keys",
+                )
+            },
+            "/v1/keys/rotate": {"post": _op("Rotate key", _ref("Key"), tag="Keys")},
+            "/v1/agents": {
+                "post": _op(
+                    "Create agent",
+                    _ref("Agent"),
+                    status=201,
+                    body=_ref("AgentCreate"),
+                    idempotent=True,
+                    errors=(409,),
+                    tag="Agents",
+                ),
+                "get": _op("List agents", _ref("AgentList"), params=_PAGE, tag="Agents"),
+            },
+            "/v1/agents/{agent_id}": {
+                "parameters": [agent_id],
+                "get": _op("Get agent", _ref("Agent"), errors=(404,), tag="Agents"),
+                "put": _op(
+                    "Update agent",
+                    _ref("Agent"),
+                    body=_ref("AgentInput"),
+                    errors=(404,),
+                    tag="Agents",
+                ),
+                "delete": _op("Delete agent", _ref("Deleted"), errors=(404,), tag="Agents"),
+            },
+            "/v1/phone-numbers": {
+                "post": _op(
+                    "Import phone number",
+                    _ref("PhoneNumber"),
+                    status=201,
+                    body=_ref("PhoneNumberImport"),
+                    errors=(403, 404, 409, 502),
+                    idempotent=True,
+                    tag="Phone numbers",
+                ),
+                "get": _op(
+                    "List phone numbers",
+                    _ref("PhoneNumberList"),
+                    params=[*_PAGE, _query("agent_id", {"type": "string"})],
+                    tag="Phone numbers",
+                ),
+            },
+            "/v1/phone-numbers/{e164}": {
+                "parameters": [e164],
+                "patch": _op(
+                    "Update phone number",
+                    _ref("PhoneNumber"),
+                    body=_ref("PhoneNumberUpdate"),
+                    errors=(403, 404, 502),
+                    tag="Phone numbers",
+                ),
+                "delete": _op(
+                    "Delete phone number", _ref("Deleted"), errors=(404,), tag="Phone numbers"
+                ),
+            },
+            **webhook_ops,
+            "/v1/calls/outbound": {
+                "post": _op(
+                    "Create outbound call",
+                    _ref("OutboundCall"),
+                    status=201,
+                    body=_ref("OutboundCallRequest"),
+                    errors=(403, 404, 409, 502),
+                    idempotent=True,
+                    tag="Calls",
+                )
+            },
+            "/v1/calls": {
+                "get": _op("List calls", _ref("CallList"), params=call_filters, tag="Calls")
+            },
+            "/v1/calls/{call_id}": {
+                "parameters": [call_id],
+                "get": _op("Get call", _ref("Call"), errors=(404,), tag="Calls"),
+                "delete": _op("Delete call", _ref("Deleted"), errors=(404, 409), tag="Calls"),
+            },
+            "/v1/calls/{call_id}/recording": {
+                "parameters": [call_id],
+                "get": {
+                    "summary": "Get call recording",
+                    "tags": ["Calls"],
+                    "operationId": "get_call_recording",
+                    "responses": {
+                        "200": {
+                            "description": "WAV audio",
+                            "content": {"audio/wav": {"schema": {"type": "string"}}},
+                        },
+                        **_error_responses(401, 404, 429, 500),
+                    },
+                },
+            },
+            "/v1/usage": {
+                "get": _op(
+                    "Get usage",
+                    _ref("Usage"),
+                    params=[_query("since", {"type": "string", "format": "date-time"})],
+                    tag="Account",
+                )
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Health",
+                    "tags": ["Operations"],
+                    "operationId": "healthz",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Ready",
+                            "content": {_JSON: {"schema": _ref("Health")}},
+                        },
+                        **_error_responses(503),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "tags": ["Operations"],
+                    "operationId": "metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "key_id:key_secret",
+                }
+            },
+            "schemas": _schemas(),
+        },
+    }

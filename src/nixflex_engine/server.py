@@ -1,0 +1,135 @@
+"""The Starlette app: routes only — each validates, calls a service, shapes the response.
+
+:func:`create_app` builds the app from a :class:`~nixflex_engine.config.Settings` and a
+:class:`~nixflex_engine.calls.dialer.Dialer`. On start-up (the lifespan) it opens the database,
+applies migrations and builds the services; they live on ``app.state.services``. Other parts of
+the engine add their routes with ``extra_routes`` (carrier callbacks, media streams, sandbox
+fakes), so there is one app and one error envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from nixflex_engine.api import account, agents, calls, keys, phone_numbers, system
+from nixflex_engine.api.errors import ApiError, error_response
+from nixflex_engine.api.metrics import Metrics
+from nixflex_engine.api.middleware import RequestContextMiddleware
+from nixflex_engine.api.ratelimit import RateLimiter
+from nixflex_engine.api.routing import Services
+from nixflex_engine.calls.dialer import Dialer
+from nixflex_engine.calls.outbound import OutboundCallService
+from nixflex_engine.config import Settings
+from nixflex_engine.crypto import Crypto
+from nixflex_engine.log import get_logger, log_event
+from nixflex_engine.store.db import Database, upgrade
+from nixflex_engine.store.repositories import Repositories
+
+__all__ = ["MAX_BODY_BYTES", "api_routes", "build_services", "create_app"]
+
+MAX_BODY_BYTES = 1024 * 1024
+_log = get_logger(__name__)
+
+
+def api_routes() -> list[BaseRoute]:
+    """Every route of the public API and the operations endpoints."""
+    return [
+        *keys.routes(),
+        *agents.routes(),
+        *phone_numbers.routes(),
+        *calls.routes(),
+        *account.routes(),
+        *system.routes(),
+    ]
+
+
+def build_services(
+    settings: Settings, db: Database, *, dialer: Dialer | None, metrics: Metrics
+) -> Services:
+    repos = Repositories.over(db)
+    crypto = Crypto.from_settings(settings)
+    return Services(
+        settings=settings,
+        repos=repos,
+        crypto=crypto,
+        dialer=dialer,
+        rate_limiter=RateLimiter(
+            reads_per_minute=settings.rate_limit_reads_per_minute,
+            writes_per_minute=settings.rate_limit_writes_per_minute,
+        ),
+        metrics=metrics,
+        outbound=OutboundCallService(
+            repos=repos,
+            crypto=crypto,
+            dialer=dialer,
+            default_max_concurrent_calls=settings.default_max_concurrent_calls,
+            concurrency_retry_after_seconds=settings.concurrent_call_retry_after_seconds,
+            metrics=metrics,
+        ),
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error = ApiError(404, "not_found", "No such route.", {"path": request.url.path[:200]})
+    elif exc.status_code == 405:
+        error = ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on this route.",
+            {"method": request.method[:20]},
+        )
+    else:
+        error = ApiError(exc.status_code, "http_error", str(exc.detail)[:200])
+    return error_response(error, dict(exc.headers or {}))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    dialer: Dialer | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    migrate: bool = True,
+) -> Starlette:
+    """The engine's ASGI app.
+
+    ``dialer`` places calls (``None``: outbound calls answer 502 ``outbound_failed`` with
+    ``dialer_not_configured``). ``migrate`` applies database migrations on start-up.
+    """
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        try:
+            if migrate:
+                await upgrade(db)
+            app.state.services = build_services(settings, db, dialer=dialer, metrics=metrics)
+            log_event(_log, "server.started", database=db.engine.dialect.name)
+            yield
+        finally:
+            await db.dispose()
+
+    app = Starlette(
+        routes=[*api_routes(), *extra_routes],
+        middleware=[
+            Middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
+        ],
+        exception_handlers={HTTPException: _http_exception, ApiError: _api_error},
+        lifespan=lifespan,
+    )
+    return app

@@ -1,0 +1,1 @@
+"""Alembic migrations for the engine's database (see ``store.db.upgrade``)."""

@@ -1,0 +1,216 @@
+"""Table definitions (SQLAlchemy Core), shared by the repositories and the migrations.
+
+Core tables rather than ORM classes: every request runs a handful of short statements and the
+repositories return plain dataclasses, so the unit-of-work machinery would only add latency.
+Timestamps are stored in UTC; :class:`UTCDateTime` makes SQLite (which has no time zones)
+hand back aware datetimes like PostgreSQL does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "JSONValue",
+    "UTCDateTime",
+    "accounts",
+    "agents",
+    "api_keys",
+    "calls",
+    "idempotency_keys",
+    "metadata",
+    "phone_numbers",
+]
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always returned time-zone aware (UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# JSON (not JSONB) on PostgreSQL keeps objects exactly as given, key order included, which is
+# what "metadata echoed exactly" needs.
+JSONValue = sa.JSON().with_variant(postgresql.JSON(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = sa.Table(
+    "accounts",
+    metadata,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    # NULL = the operator's default (Settings.default_max_concurrent_calls).
+    sa.Column("max_concurrent_calls", sa.Integer, nullable=True),
+    # Calls holding a concurrency slot. Changed only by conditional UPDATEs in the same
+    # transaction that sets/clears calls.slot_held, so it always equals the count of those rows.
+    sa.Column("calls_in_flight", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("peak_concurrent_calls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    # The key secret also signs webhooks, so an encrypted copy is kept (Fernet).
+    sa.Column("secret_encrypted", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("rotated_at", UTCDateTime, nullable=True),
+    sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("agent_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Every agent field (api.md "Agent fields") as one validated JSON object.
+    sa.Column("config", JSONValue, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_agents_account_created", "account_id", "created_at"),
+)
+
+phone_numbers = sa.Table(
+    "phone_numbers",
+    metadata,
+    # A carrier number belongs to one account (inbound calls must map to one owner).
+    sa.Column("phone_number", sa.String(16), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "agent_id",
+        sa.String(40),
+        sa.ForeignKey("agents.agent_id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    sa.Column("carrier", sa.String(20), nullable=False, server_default="twilio"),
+    sa.Column("twilio_account_sid", sa.String(64), nullable=True, index=True),
+    sa.Column("twilio_auth_token_encrypted", sa.Text, nullable=True),
+    sa.Column("twilio_number_sid", sa.String(64), nullable=True),
+    sa.Column("webhook_url", sa.Text, nullable=True),
+    sa.Column("webhook2_url", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_phone_numbers_account_created", "account_id", "created_at"),
+)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    # Public id: the carrier call SID once the dial is accepted; before that (and for dials
+    # the carrier rejected) the engine's own reference.
+    sa.Column("call_id", sa.String(64), nullable=False, unique=True),
+    # The engine's reference, fixed at creation (callback URLs can carry it before the SID
+    # is known).
+    sa.Column("call_ref", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Plain string, no foreign key: deleting an agent keeps its past calls.
+    sa.Column("agent_id", sa.String(40), nullable=False),
+    sa.Column("campaign_id", sa.String(64), nullable=True),
+    sa.Column("direction", sa.String(16), nullable=False, server_default="outbound"),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("from_number", sa.String(16), nullable=False),
+    sa.Column("to_number", sa.String(16), nullable=False),
+    sa.Column("metadata", JSONValue, nullable=True),
+    sa.Column("dynamic_vars", JSONValue, nullable=False),
+    sa.Column("prompt", sa.Text, nullable=True),
+    sa.Column("voicemail_action", sa.String(16), nullable=False),
+    sa.Column("voicemail_message", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("answered_at", UTCDateTime, nullable=True),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("duration_seconds", sa.Float, nullable=True),
+    sa.Column("ended_reason", sa.String(32), nullable=True),
+    sa.Column("voicemail_detected", sa.Boolean, nullable=True),
+    sa.Column("voicemail_detection_method", sa.String(16), nullable=True),
+    sa.Column("amd_result", sa.String(32), nullable=True),
+    sa.Column("transcript", JSONValue, nullable=False),
+    sa.Column("recording_path", sa.Text, nullable=True),
+    sa.Column("recording_duration_seconds", sa.Float, nullable=True),
+    sa.Column("call_summary", sa.Text, nullable=True),
+    sa.Column("caller_sentiment", sa.String(16), nullable=True),
+    sa.Column("call_successful", sa.Boolean, nullable=True),
+    sa.Column("extracted_data", JSONValue, nullable=False),
+    sa.Column("latency", JSONValue, nullable=True),
+    sa.Column("twilio_error", JSONValue, nullable=True),
+    # True while this call holds one of the account's concurrency slots.
+    sa.Column("slot_held", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_calls_account_created", "account_id", "created_at", "id"),
+    sa.Index("ix_calls_account_to_number", "account_id", "to_number", "created_at"),
+    sa.Index("ix_calls_campaign", "campaign_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("account_id", sa.String(40), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    # NULL while the first request is still running.
+    sa.Column("response_status", sa.Integer, nullable=True),
+    # Encrypted (Fernet): responses can carry personal data.
+    sa.Column("response_body_encrypted", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    """A result row as a plain dict."""
+    return dict(row._mapping)

@@ -1,0 +1,1079 @@
+"""Repositories: every read and write the engine makes, as small async methods.
+
+Each method is one short transaction and returns frozen dataclasses, never live rows. Methods
+that take an ``account_id`` only ever see that account's rows; the unscoped getters
+(``AgentRepository.get``, ``PhoneNumberRepository.get``, ``CallRepository.get_by_ref``) exist
+for ownership checks (403 vs 404) and for the carrier-facing lifecycle, which has no API key.
+
+Concurrency slots: ``accounts.calls_in_flight`` counts calls with ``calls.slot_held``. A slot is
+taken by :meth:`CallRepository.create_reserving_slot` (a conditional UPDATE — atomic on one node
+and across nodes sharing PostgreSQL) and given back exactly once by
+:meth:`CallRepository.finish_call` / :meth:`CallRepository.fail_dial` (a conditional UPDATE on
+``slot_held`` decides who releases it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from nixflex_engine.store.db import Database
+from nixflex_engine.store.models import (
+    accounts,
+    agents,
+    api_keys,
+    calls,
+    idempotency_keys,
+    phone_numbers,
+)
+
+__all__ = [
+    "ACTIVE_CALL_STATUSES",
+    "FINAL_CALL_STATUSES",
+    "Account",
+    "AccountRepository",
+    "AgentRecord",
+    "AgentRepository",
+    "ApiKeyRecord",
+    "CallFilters",
+    "CallInProgressError",
+    "CallRecord",
+    "CallRepository",
+    "DuplicateError",
+    "IdempotencyRecord",
+    "IdempotencyRepository",
+    "NewCall",
+    "PhoneNumberRecord",
+    "PhoneNumberRepository",
+    "Repositories",
+    "Usage",
+    "utcnow",
+]
+
+ACTIVE_CALL_STATUSES = ("queued", "ringing", "in-progress")
+FINAL_CALL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class DuplicateError(Exception):
+    """A row with the same unique key already exists."""
+
+
+class CallInProgressError(Exception):
+    """The call still holds a concurrency slot (it has not ended yet)."""
+
+
+# --------------------------------------------------------------------------------------------
+# accounts and keys
+
+
+@dataclass(slots=True, frozen=True)
+class Account:
+    account_id: str
+    name: str
+    max_concurrent_calls: int | None
+    calls_in_flight: int
+    peak_concurrent_calls: int
+    created_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class ApiKeyRecord:
+    key_id: str
+    account_id: str
+    name: str
+    secret_hash: str
+    secret_encrypted: str
+    created_at: datetime
+    revoked: bool
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    calls: int
+    completed_calls: int
+    failed_calls: int
+    total_duration_seconds: float
+    calls_in_flight: int
+    peak_concurrent_calls: int
+    max_concurrent_calls: int | None
+
+
+def _account(row: Mapping[Any, Any]) -> Account:
+    return Account(
+        account_id=row["account_id"],
+        name=row["name"],
+        max_concurrent_calls=row["max_concurrent_calls"],
+        calls_in_flight=row["calls_in_flight"],
+        peak_concurrent_calls=row["peak_concurrent_calls"],
+        created_at=row["created_at"],
+    )
+
+
+def _key(row: Mapping[Any, Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        key_id=row["key_id"],
+        account_id=row["account_id"],
+        name=row["name"],
+        secret_hash=row["secret_hash"],
+        secret_encrypted=row["secret_encrypted"],
+        created_at=row["created_at"],
+        revoked=row["revoked_at"] is not None,
+    )
+
+
+class AccountRepository:
+    """Accounts, their API keys, limits and usage."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_with_key(
+        self,
+        *,
+        name: str,
+        key_id: str,
+        secret_hash: str,
+        secret_encrypted: str,
+        max_concurrent_calls: int | None = None,
+    ) -> Account:
+        now = utcnow()
+        account_id = "acct_" + secrets.token_hex(8)
+        async with self._db.write() as conn:
+            await conn.execute(
+                accounts.insert().values(
+                    account_id=account_id,
+                    name=name,
+                    max_concurrent_calls=max_concurrent_calls,
+                    calls_in_flight=0,
+                    peak_concurrent_calls=0,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    account_id=account_id,
+                    name=name,
+                    secret_hash=secret_hash,
+                    secret_encrypted=secret_encrypted,
+                    created_at=now,
+                )
+            )
+        return Account(account_id, name, max_concurrent_calls, 0, 0, now)
+
+    async def get(self, account_id: str) -> Account | None:
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(accounts.select().where(accounts.c.account_id == account_id)))
+                .mappings()
+                .first()
+            )
+        return _account(row) if row else None
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(api_keys.select().where(api_keys.c.key_id == key_id)))
+                .mappings()
+                .first()
+            )
+        return _key(row) if row else None
+
+    async def rotate_key(self, key_id: str, *, secret_hash: str, secret_encrypted: str) -> bool:
+        """Replace the key's secret; the old one stops matching as soon as this commits."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(
+                    secret_hash=secret_hash, secret_encrypted=secret_encrypted, rotated_at=utcnow()
+                )
+            )
+        return result.rowcount == 1
+
+    async def revoke_key(self, key_id: str) -> bool:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    async def set_max_concurrent_calls(self, account_id: str, limit: int | None) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                accounts.update()
+                .where(accounts.c.account_id == account_id)
+                .values(max_concurrent_calls=limit)
+            )
+
+    async def usage(self, account_id: str, *, since: datetime | None = None) -> Usage:
+        """Call counts and minutes (optionally since a time), slots in use, peak concurrency."""
+        conditions = [calls.c.account_id == account_id]
+        if since is not None:
+            conditions.append(calls.c.created_at >= since)
+        stmt = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "completed", 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "failed", 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(calls.c.duration_seconds), 0.0),
+        ).where(*conditions)
+        async with self._db.read() as conn:
+            total, completed, failed, seconds = (await conn.execute(stmt)).one()
+            row = (
+                (await conn.execute(accounts.select().where(accounts.c.account_id == account_id)))
+                .mappings()
+                .one()
+            )
+        return Usage(
+            calls=int(total),
+            completed_calls=int(completed),
+            failed_calls=int(failed),
+            total_duration_seconds=float(seconds),
+            calls_in_flight=row["calls_in_flight"],
+            peak_concurrent_calls=row["peak_concurrent_calls"],
+            max_concurrent_calls=row["max_concurrent_calls"],
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# agents
+
+
+@dataclass(slots=True, frozen=True)
+class AgentRecord:
+    agent_id: str
+    account_id: str
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def _agent(row: Mapping[Any, Any]) -> AgentRecord:
+    return AgentRecord(
+        agent_id=row["agent_id"],
+        account_id=row["account_id"],
+        config=dict(row["config"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def new_agent_id() -> str:
+    return "agent_" + secrets.token_hex(8)
+
+
+class AgentRepository:
+    """Agents. ``config`` holds every agent field, already validated by the caller."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, account_id: str, config: dict[str, Any]) -> AgentRecord:
+        now = utcnow()
+        agent_id = new_agent_id()
+        async with self._db.write() as conn:
+            await conn.execute(
+                agents.insert().values(
+                    agent_id=agent_id,
+                    account_id=account_id,
+                    config=config,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return AgentRecord(agent_id, account_id, dict(config), now, now)
+
+    async def get(self, agent_id: str) -> AgentRecord | None:
+        """The agent whatever its account (callers check ownership)."""
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(agents.select().where(agents.c.agent_id == agent_id)))
+                .mappings()
+                .first()
+            )
+        return _agent(row) if row else None
+
+    async def list_page(
+        self, account_id: str, *, limit: int, offset: int
+    ) -> tuple[list[AgentRecord], int]:
+        where = agents.c.account_id == account_id
+        async with self._db.read() as conn:
+            count = (
+                await conn.execute(sa.select(sa.func.count()).select_from(agents).where(where))
+            ).scalar_one()
+            rows = (
+                (
+                    await conn.execute(
+                        agents.select()
+                        .where(where)
+                        .order_by(agents.c.created_at.desc(), agents.c.agent_id.desc())
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_agent(r) for r in rows], int(count)
+
+    async def replace_config(
+        self, agent_id: str, account_id: str, config: dict[str, Any]
+    ) -> AgentRecord | None:
+        """Store a whole new (validated) config; None when the agent is not this account's."""
+        now = utcnow()
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        agents.update()
+                        .where(agents.c.agent_id == agent_id, agents.c.account_id == account_id)
+                        .values(config=config, updated_at=now)
+                        .returning(*agents.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _agent(row) if row else None
+
+    async def delete(self, agent_id: str, account_id: str) -> bool:
+        """Delete the agent and detach its numbers; its past calls stay."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                phone_numbers.update()
+                .where(
+                    phone_numbers.c.agent_id == agent_id,
+                    phone_numbers.c.account_id == account_id,
+                )
+                .values(agent_id=None, updated_at=utcnow())
+            )
+            result = await conn.execute(
+                agents.delete().where(
+                    agents.c.agent_id == agent_id, agents.c.account_id == account_id
+                )
+            )
+        return result.rowcount == 1
+
+    async def phone_numbers_of(self, agent_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Numbers attached to each agent, oldest attachment first."""
+        out: dict[str, list[str]] = {a: [] for a in agent_ids}
+        if not agent_ids:
+            return out
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                sa.select(phone_numbers.c.agent_id, phone_numbers.c.phone_number)
+                .where(phone_numbers.c.agent_id.in_(list(agent_ids)))
+                .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
+            )
+            for agent_id, number in rows:
+                out[agent_id].append(number)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# phone numbers
+
+
+@dataclass(slots=True, frozen=True)
+class PhoneNumberRecord:
+    phone_number: str
+    account_id: str
+    agent_id: str | None
+    carrier: str
+    twilio_account_sid: str | None
+    twilio_auth_token_encrypted: str | None = field(repr=False)
+    twilio_number_sid: str | None
+    webhook_url: str | None
+    webhook2_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _number(row: Mapping[Any, Any]) -> PhoneNumberRecord:
+    return PhoneNumberRecord(
+        phone_number=row["phone_number"],
+        account_id=row["account_id"],
+        agent_id=row["agent_id"],
+        carrier=row["carrier"],
+        twilio_account_sid=row["twilio_account_sid"],
+        twilio_auth_token_encrypted=row["twilio_auth_token_encrypted"],
+        twilio_number_sid=row["twilio_number_sid"],
+        webhook_url=row["webhook_url"],
+        webhook2_url=row["webhook2_url"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+_NUMBER_UPDATABLE = frozenset(
+    {
+        "agent_id",
+        "twilio_account_sid",
+        "twilio_auth_token_encrypted",
+        "twilio_number_sid",
+        "webhook_url",
+        "webhook2_url",
+    }
+)
+
+
+class PhoneNumberRepository:
+    """Imported carrier numbers, their credentials (encrypted) and webhook slots."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        phone_number: str,
+        account_id: str,
+        agent_id: str | None,
+        twilio_account_sid: str,
+        twilio_auth_token_encrypted: str,
+        twilio_number_sid: str | None,
+    ) -> PhoneNumberRecord:
+        now = utcnow()
+        values = {
+            "phone_number": phone_number,
+            "account_id": account_id,
+            "agent_id": agent_id,
+            "carrier": "twilio",
+            "twilio_account_sid": twilio_account_sid,
+            "twilio_auth_token_encrypted": twilio_auth_token_encrypted,
+            "twilio_number_sid": twilio_number_sid,
+            "webhook_url": None,
+            "webhook2_url": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with self._db.write() as conn:
+                await conn.execute(phone_numbers.insert().values(**values))
+        except IntegrityError as exc:
+            raise DuplicateError(phone_number) from exc
+        return _number(values)
+
+    async def get(self, phone_number: str) -> PhoneNumberRecord | None:
+        """The number whatever its account (callers check ownership)."""
+        async with self._db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        phone_numbers.select().where(phone_numbers.c.phone_number == phone_number)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _number(row) if row else None
+
+    async def get_owned(self, phone_number: str, account_id: str) -> PhoneNumberRecord | None:
+        record = await self.get(phone_number)
+        return record if record is not None and record.account_id == account_id else None
+
+    async def first_for_agent(self, agent_id: str) -> PhoneNumberRecord | None:
+        """The agent's first attached number (oldest import first)."""
+        async with self._db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        phone_numbers.select()
+                        .where(phone_numbers.c.agent_id == agent_id)
+                        .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _number(row) if row else None
+
+    async def list_page(
+        self, account_id: str, *, agent_id: str | None = None, limit: int, offset: int
+    ) -> tuple[list[PhoneNumberRecord], int]:
+        conditions = [phone_numbers.c.account_id == account_id]
+        if agent_id is not None:
+            conditions.append(phone_numbers.c.agent_id == agent_id)
+        async with self._db.read() as conn:
+            count = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(phone_numbers).where(*conditions)
+                )
+            ).scalar_one()
+            rows = (
+                (
+                    await conn.execute(
+                        phone_numbers.select()
+                        .where(*conditions)
+                        .order_by(
+                            phone_numbers.c.created_at.desc(), phone_numbers.c.phone_number.desc()
+                        )
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_number(r) for r in rows], int(count)
+
+    async def update(
+        self, phone_number: str, account_id: str, changes: Mapping[str, Any]
+    ) -> PhoneNumberRecord | None:
+        """Apply ``changes`` (column → value) atomically; None when not this account's."""
+        unknown = set(changes) - _NUMBER_UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        phone_numbers.update()
+                        .where(
+                            phone_numbers.c.phone_number == phone_number,
+                            phone_numbers.c.account_id == account_id,
+                        )
+                        .values(**changes, updated_at=utcnow())
+                        .returning(*phone_numbers.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _number(row) if row else None
+
+    async def delete(self, phone_number: str, account_id: str) -> bool:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                phone_numbers.delete().where(
+                    phone_numbers.c.phone_number == phone_number,
+                    phone_numbers.c.account_id == account_id,
+                )
+            )
+        return result.rowcount == 1
+
+
+# --------------------------------------------------------------------------------------------
+# calls
+
+
+@dataclass(slots=True, frozen=True)
+class NewCall:
+    """What the outbound service knows before dialing."""
+
+    account_id: str
+    agent_id: str
+    from_number: str
+    to_number: str
+    voicemail_action: str
+    dynamic_vars: dict[str, str]
+    metadata: dict[str, Any] | None = None
+    campaign_id: str | None = None
+    prompt: str | None = None
+    voicemail_message: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class CallRecord:
+    id: int
+    call_id: str
+    call_ref: str
+    account_id: str
+    agent_id: str
+    campaign_id: str | None
+    direction: str
+    status: str
+    from_number: str
+    to_number: str
+    metadata: dict[str, Any] | None
+    dynamic_vars: dict[str, Any]
+    prompt: str | None
+    voicemail_action: str
+    voicemail_message: str | None
+    created_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: float | None
+    ended_reason: str | None
+    voicemail_detected: bool | None
+    voicemail_detection_method: str | None
+    amd_result: str | None
+    transcript: list[Any]
+    recording_path: str | None
+    recording_duration_seconds: float | None
+    call_summary: str | None
+    caller_sentiment: str | None
+    call_successful: bool | None
+    extracted_data: dict[str, Any]
+    latency: dict[str, Any] | None
+    twilio_error: dict[str, Any] | None
+    slot_held: bool
+    updated_at: datetime
+
+
+_CALL_FIELDS = CallRecord.__slots__
+
+
+def _call(row: Mapping[Any, Any]) -> CallRecord:
+    return CallRecord(*(row[name] for name in _CALL_FIELDS))
+
+
+@dataclass(slots=True, frozen=True)
+class CallFilters:
+    agent_id: str | None = None
+    campaign_id: str | None = None
+    status: str | None = None
+    to_number: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# Fields the call lifecycle may set through update_call / finish_call.
+_CALL_LIFECYCLE_FIELDS = frozenset(
+    {
+        "answered_at",
+        "ended_at",
+        "duration_seconds",
+        "ended_reason",
+        "voicemail_detected",
+        "voicemail_detection_method",
+        "amd_result",
+        "transcript",
+        "recording_path",
+        "recording_duration_seconds",
+        "call_summary",
+        "caller_sentiment",
+        "call_successful",
+        "extracted_data",
+        "latency",
+        "twilio_error",
+    }
+)
+
+
+def new_call_ref() -> str:
+    """The engine's own call reference, shaped like a carrier SID (``CA`` + 32 hex)."""
+    return "CA" + secrets.token_hex(16)
+
+
+class CallRepository:
+    """Call records: created before the dial, moved through their states by the lifecycle."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_reserving_slot(
+        self, call: NewCall, *, default_limit: int
+    ) -> CallRecord | None:
+        """Take a concurrency slot and write the ``queued`` record, in one transaction.
+
+        Returns None (and writes nothing) when the account's calls in flight have reached its
+        limit (``max_concurrent_calls``, else ``default_limit``). The conditional UPDATE is
+        the check and the reservation at once, so racing requests — in one process or in
+        several sharing PostgreSQL — cannot both take the last slot.
+        """
+        now = utcnow()
+        ref = new_call_ref()
+        limit = sa.func.coalesce(accounts.c.max_concurrent_calls, default_limit)
+        values: dict[str, Any] = {
+            "call_id": ref,
+            "call_ref": ref,
+            "account_id": call.account_id,
+            "agent_id": call.agent_id,
+            "campaign_id": call.campaign_id,
+            "direction": "outbound",
+            "status": "queued",
+            "from_number": call.from_number,
+            "to_number": call.to_number,
+            "metadata": call.metadata,
+            "dynamic_vars": call.dynamic_vars,
+            "prompt": call.prompt,
+            "voicemail_action": call.voicemail_action,
+            "voicemail_message": call.voicemail_message,
+            "created_at": now,
+            "answered_at": None,
+            "ended_at": None,
+            "duration_seconds": None,
+            "ended_reason": None,
+            "voicemail_detected": None,
+            "voicemail_detection_method": None,
+            "amd_result": None,
+            "transcript": [],
+            "recording_path": None,
+            "recording_duration_seconds": None,
+            "call_summary": None,
+            "caller_sentiment": None,
+            "call_successful": None,
+            "extracted_data": {},
+            "latency": None,
+            "twilio_error": None,
+            "slot_held": True,
+            "updated_at": now,
+        }
+        async with self._db.write() as conn:
+            reserved = await conn.execute(
+                accounts.update()
+                .where(
+                    accounts.c.account_id == call.account_id,
+                    accounts.c.calls_in_flight < limit,
+                )
+                .values(
+                    calls_in_flight=accounts.c.calls_in_flight + 1,
+                    peak_concurrent_calls=sa.case(
+                        (
+                            accounts.c.calls_in_flight + 1 > accounts.c.peak_concurrent_calls,
+                            accounts.c.calls_in_flight + 1,
+                        ),
+                        else_=accounts.c.peak_concurrent_calls,
+                    ),
+                )
+            )
+            if reserved.rowcount != 1:
+                return None
+            new_id = (
+                await conn.execute(calls.insert().values(**values).returning(calls.c.id))
+            ).scalar_one()
+        return _call({"id": new_id, **values})
+
+    async def mark_dialed(self, call_ref: str, call_sid: str) -> CallRecord | None:
+        """The carrier accepted the dial: the call's public id becomes the carrier SID."""
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        calls.update()
+                        .where(calls.c.call_ref == call_ref)
+                        .values(call_id=call_sid, updated_at=utcnow())
+                        .returning(*calls.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _call(row) if row else None
+
+    async def fail_dial(self, call_ref: str, twilio_error: dict[str, Any]) -> bool:
+        """The carrier rejected the dial: record it as failed and give the slot back."""
+        return await self._finish(
+            calls.c.call_ref == call_ref,
+            status="failed",
+            ended_reason="failed",
+            fields={"ended_at": utcnow(), "twilio_error": twilio_error},
+        )
+
+    async def update_status(self, call_id: str, status: str, **fields: Any) -> CallRecord | None:
+        """Move a live call to a non-final ``status`` (``ringing``, ``in-progress``), with
+        optional lifecycle ``fields`` (e.g. ``answered_at``, ``amd_result``). A call that has
+        already ended is left alone (late or duplicate carrier callbacks); returns the updated
+        record, or None when nothing changed.
+        """
+        if status not in ACTIVE_CALL_STATUSES:
+            raise ValueError(f"{status!r} is not a live status; use finish_call")
+        self._check_fields(fields)
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        calls.update()
+                        .where(
+                            calls.c.call_id == call_id,
+                            calls.c.status.in_(ACTIVE_CALL_STATUSES),
+                        )
+                        .values(status=status, updated_at=utcnow(), **fields)
+                        .returning(*calls.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _call(row) if row else None
+
+    async def finish_call(
+        self, call_id: str, status: str, ended_reason: str, **fields: Any
+    ) -> bool:
+        """End a call: final ``status`` + ``ended_reason`` (+ lifecycle ``fields``, e.g.
+        ``ended_at``, ``duration_seconds``, ``transcript``), and release its concurrency slot.
+
+        Safe to call twice or from two nodes: only the first call to end it changes the status
+        and releases the slot; it returns True for that one and False afterwards.
+        """
+        if status not in FINAL_CALL_STATUSES:
+            raise ValueError(f"{status!r} is not a final status")
+        self._check_fields(fields)
+        fields.setdefault("ended_at", utcnow())
+        return await self._finish(
+            calls.c.call_id == call_id, status=status, ended_reason=ended_reason, fields=fields
+        )
+
+    async def update_call(self, call_id: str, **fields: Any) -> CallRecord | None:
+        """Set lifecycle/analysis fields (transcript, recording, summary, ...) on a call
+        without changing its status."""
+        self._check_fields(fields)
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        calls.update()
+                        .where(calls.c.call_id == call_id)
+                        .values(updated_at=utcnow(), **fields)
+                        .returning(*calls.c)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _call(row) if row else None
+
+    async def _finish(
+        self,
+        where: sa.ColumnElement[bool],
+        *,
+        status: str,
+        ended_reason: str,
+        fields: dict[str, Any],
+    ) -> bool:
+        async with self._db.write() as conn:
+            row = (
+                await conn.execute(
+                    calls.update()
+                    .where(where, calls.c.slot_held.is_(True))
+                    .values(
+                        status=status,
+                        ended_reason=ended_reason,
+                        slot_held=False,
+                        updated_at=utcnow(),
+                        **fields,
+                    )
+                    .returning(calls.c.account_id)
+                )
+            ).first()
+            if row is None:
+                return False
+            await conn.execute(
+                accounts.update()
+                .where(accounts.c.account_id == row[0], accounts.c.calls_in_flight > 0)
+                .values(calls_in_flight=accounts.c.calls_in_flight - 1)
+            )
+        return True
+
+    @staticmethod
+    def _check_fields(fields: Mapping[str, Any]) -> None:
+        unknown = set(fields) - _CALL_LIFECYCLE_FIELDS
+        if unknown:
+            raise ValueError(f"not a lifecycle field: {sorted(unknown)}")
+
+    async def get(self, call_id: str, account_id: str | None = None) -> CallRecord | None:
+        """A call by public id; with ``account_id``, only if it is that account's."""
+        conditions = [calls.c.call_id == call_id]
+        if account_id is not None:
+            conditions.append(calls.c.account_id == account_id)
+        async with self._db.read() as conn:
+            row = (await conn.execute(calls.select().where(*conditions))).mappings().first()
+        return _call(row) if row else None
+
+    async def get_by_ref(self, call_ref: str) -> CallRecord | None:
+        """A call by the engine's reference (stable from creation, before the SID exists)."""
+        async with self._db.read() as conn:
+            row = (
+                (await conn.execute(calls.select().where(calls.c.call_ref == call_ref)))
+                .mappings()
+                .first()
+            )
+        return _call(row) if row else None
+
+    async def list_page(
+        self, account_id: str, filters: CallFilters, *, limit: int, offset: int
+    ) -> tuple[list[CallRecord], int]:
+        conditions: list[sa.ColumnElement[bool]] = [calls.c.account_id == account_id]
+        if filters.agent_id is not None:
+            conditions.append(calls.c.agent_id == filters.agent_id)
+        if filters.campaign_id is not None:
+            conditions.append(calls.c.campaign_id == filters.campaign_id)
+        if filters.status is not None:
+            conditions.append(calls.c.status == filters.status)
+        if filters.to_number is not None:
+            conditions.append(calls.c.to_number == filters.to_number)
+        if filters.since is not None:
+            conditions.append(calls.c.created_at >= filters.since)
+        if filters.until is not None:
+            conditions.append(calls.c.created_at < filters.until)
+        async with self._db.read() as conn:
+            count = (
+                await conn.execute(sa.select(sa.func.count()).select_from(calls).where(*conditions))
+            ).scalar_one()
+            rows = (
+                (
+                    await conn.execute(
+                        calls.select()
+                        .where(*conditions)
+                        .order_by(calls.c.created_at.desc(), calls.c.id.desc())
+                        .limit(limit)
+                        .offset(offset)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_call(r) for r in rows], int(count)
+
+    async def delete(self, call_id: str, account_id: str) -> CallRecord | None:
+        """Delete an ended call (returned, so the caller can remove its recording); None when
+        it is not this account's. Raises :class:`CallInProgressError` while it is live."""
+        async with self._db.write() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        calls.select().where(
+                            calls.c.call_id == call_id, calls.c.account_id == account_id
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            if row["slot_held"]:
+                raise CallInProgressError(call_id)
+            await conn.execute(
+                calls.delete().where(calls.c.id == row["id"], calls.c.slot_held.is_(False))
+            )
+        return _call(row)
+
+    async def recount_in_flight(self, account_id: str) -> int:
+        """Reset the account's slot counter from the rows that hold a slot (repair tool)."""
+        async with self._db.write() as conn:
+            held = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(calls)
+                    .where(calls.c.account_id == account_id, calls.c.slot_held.is_(True))
+                )
+            ).scalar_one()
+            await conn.execute(
+                accounts.update()
+                .where(accounts.c.account_id == account_id)
+                .values(calls_in_flight=held)
+            )
+        return int(held)
+
+
+# --------------------------------------------------------------------------------------------
+# idempotency
+
+
+@dataclass(slots=True, frozen=True)
+class IdempotencyRecord:
+    request_hash: str
+    response_status: int | None
+    response_body_encrypted: str | None
+    created_at: datetime
+
+
+class IdempotencyRepository:
+    """Stored first responses for ``Idempotency-Key`` retries (kept 24 h)."""
+
+    __slots__ = ("_db",)
+
+    TTL = timedelta(hours=24)
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def claim(self, account_id: str, key: str, request_hash: str) -> IdempotencyRecord | None:
+        """Claim ``key`` for a new request: None when claimed (go ahead), else the existing
+        record (a finished response to replay, or one still in progress). Expired records are
+        replaced."""
+        now = utcnow()
+        pk = (idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)
+        try:
+            async with self._db.write() as conn:
+                await conn.execute(
+                    idempotency_keys.delete().where(
+                        *pk, idempotency_keys.c.created_at < now - self.TTL
+                    )
+                )
+                await conn.execute(
+                    idempotency_keys.insert().values(
+                        account_id=account_id, key=key, request_hash=request_hash, created_at=now
+                    )
+                )
+            return None
+        except IntegrityError:
+            pass
+        async with self._db.read() as conn:
+            row = (await conn.execute(idempotency_keys.select().where(*pk))).mappings().first()
+        if row is None:  # released between our insert attempt and this read: try once more
+            return await self.claim(account_id, key, request_hash)
+        return IdempotencyRecord(
+            request_hash=row["request_hash"],
+            response_status=row["response_status"],
+            response_body_encrypted=row["response_body_encrypted"],
+            created_at=row["created_at"],
+        )
+
+    async def complete(
+        self, account_id: str, key: str, *, status: int, body_encrypted: str
+    ) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(
+                idempotency_keys.update()
+                .where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)
+                .values(response_status=status, response_body_encrypted=body_encrypted)
+            )
+
+    async def release(self, account_id: str, key: str) -> None:
+        """Forget a claim whose request should be retryable (429, 5xx)."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                idempotency_keys.delete().where(
+                    idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key
+                )
+            )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Repositories:
+    """All repositories over one database."""
+
+    db: Database
+    accounts: AccountRepository
+    agents: AgentRepository
+    phone_numbers: PhoneNumberRepository
+    calls: CallRepository
+    idempotency: IdempotencyRepository
+
+    @classmethod
+    def over(cls, db: Database) -> Repositories:
+        return cls(
+            db=db,
+            accounts=AccountRepository(db),
+            agents=AgentRepository(db),
+            phone_numbers=PhoneNumberRepository(db),
+            calls=CallRepository(db),
+            idempotency=IdempotencyRepository(db),
+        )
