@@ -1,0 +1,644 @@
+"""Fake Anthropic Messages API: ``POST /v1/messages``, streaming (SSE) and not.
+
+It speaks the wire format of ``api.anthropic.com`` (wire-protocols §4, §5.3), so the real
+``anthropic`` SDK (2.x, ``Authorization: Bearer``; and <2, ``x-api-key``) talks to it by
+``base_url`` alone::
+
+    client = AsyncAnthropic(api_key="test", base_url=url, max_retries=0)
+
+Replies, in order of precedence:
+
+1. ``fake.script``: a queue of scripted replies, one per request (a ``str``, or a
+   :class:`ToolReply` for a ``tool_use`` block);
+2. ``fake.rules``: the first :class:`Rule` whose regex matches the last user message;
+3. a forced tool (``tools`` plus ``tool_choice`` ``{"type":"tool","name":…}`` or ``any``):
+   a ``tool_use`` block whose ``input`` is built deterministically from the tool's
+   ``input_schema`` and the conversation (see :func:`tool_input_for`);
+4. the default persona (:func:`default_reply`): greets, answers, and says goodbye with
+   ``[END_CALL]`` when the caller does.
+
+Streaming follows §4.2 exactly: ``message_start`` (usage with the cache fields),
+``content_block_start``, ``ping``, one ``content_block_delta`` per token (``text_delta`` or
+``input_json_delta``; tokens are ≤ 5-character pieces, so a tag like ``[END_CALL]`` arrives
+split), ``content_block_stop``, ``message_delta`` (``stop_reason`` and cumulative usage),
+``message_stop``. The first delta leaves ``ttft_ms`` after the request arrived, the next ones
+at ``tokens_per_s``. ``max_tokens`` and ``stop_sequences`` are honoured.
+
+Prompt caching: everything up to the last block marked ``cache_control`` (system blocks, tools,
+message content; a top-level ``cache_control`` marks the whole prompt) is a cache prefix; the
+first request writes it (``cache_creation_input_tokens``), later ones with the same prefix read
+it (``cache_read_input_tokens``). Tokens are counted as ⌈characters / 4⌉.
+
+Faults: ``fake.faults`` is a queue, one entry per request: :class:`AnthropicFault` kinds
+``overloaded`` (529), ``rate_limit`` (429, ``retry-after: 0``), ``api_error`` (500),
+``unavailable`` (503), ``stream_error`` (an SSE ``error`` event after ``after_tokens`` deltas)
+and ``drop`` (the TCP connection aborted after ``after_tokens`` deltas);
+``fake.fail_next("overloaded", times=2)`` queues two. Every request is recorded in
+``fake.requests`` (headers, body, what was sent, whether the client hung up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from nixflex_engine.log import get_logger, log_event
+from nixflex_engine.sandbox.serve import abort_connection
+
+__all__ = [
+    "AnthropicFault",
+    "AnthropicSettings",
+    "FakeAnthropic",
+    "FaultKind",
+    "RecordedRequest",
+    "Rule",
+    "ToolReply",
+    "default_reply",
+    "split_tokens",
+    "tool_input_for",
+]
+
+_log = get_logger(__name__)
+
+FaultKind = Literal["overloaded", "rate_limit", "api_error", "unavailable", "stream_error", "drop"]
+
+_STATUS: dict[str, tuple[int, str, str]] = {
+    "overloaded": (529, "overloaded_error", "Overloaded"),
+    "rate_limit": (429, "rate_limit_error", "Number of request tokens has exceeded your limit."),
+    "api_error": (500, "api_error", "Internal server error"),
+    "unavailable": (503, "api_error", "Service unavailable"),
+}
+_END_CALL = "[END_CALL]"
+
+
+@dataclass(slots=True)
+class AnthropicSettings:
+    """Latency of the fake model and the key it expects (``None``: any non-empty key)."""
+
+    ttft_ms: float = 350.0
+    tokens_per_s: float = 60.0
+    api_key: str | None = None
+    cache_min_tokens: int = 0  # shortest cacheable prefix (the real API: 1024+)
+
+
+@dataclass(slots=True)
+class Rule:
+    """Reply ``reply`` when regex ``pattern`` matches the last user message (case-insensitive);
+    ``times``: how many requests it may answer (``None``: any number)."""
+
+    pattern: str
+    reply: str
+    times: int | None = None
+
+
+@dataclass(slots=True)
+class ToolReply:
+    """A scripted ``tool_use`` block."""
+
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(slots=True)
+class AnthropicFault:
+    """One request's failure; ``after_tokens`` applies to ``stream_error`` and ``drop``."""
+
+    kind: FaultKind
+    after_tokens: int = 2
+    retry_after: str = "0"
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """One request as received, and how it was answered."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+    received_at: float
+    status: int = 200
+    reply: str | ToolReply | None = None
+    tokens_sent: int = 0
+    first_token_at: float | None = None
+    completed: bool = False
+    client_disconnected: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def system_blocks(self) -> list[dict[str, Any]]:
+        system = self.body.get("system")
+        if isinstance(system, str):
+            return [{"type": "text", "text": system}]
+        return list(system or [])
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body.get("messages") or [])
+
+    @property
+    def last_user_text(self) -> str:
+        return _last_user_text(self.messages)
+
+    @property
+    def cache_marked(self) -> bool:
+        """Whether any block (or the request itself) carries ``cache_control``."""
+        return _cache_prefix(self.body) is not None
+
+
+def _block_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for block in content or []:
+        if isinstance(block, dict):
+            if block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_result":
+                parts.append(_block_text(block.get("content")))
+    return "\n".join(parts)
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for msg in reversed(messages):
+        if msg.get("role") == "user":
+            return _block_text(msg.get("content"))
+    return ""
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _prompt_units(body: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The prompt as (serialized block, has cache_control) in cache order: tools, system,
+    messages."""
+    units: list[tuple[str, bool]] = []
+    for tool in body.get("tools") or []:
+        units.append((json.dumps(tool, sort_keys=True), "cache_control" in tool))
+    system = body.get("system")
+    if isinstance(system, str):
+        units.append((system, False))
+    else:
+        for block in system or []:
+            units.append((str(block.get("text", "")), "cache_control" in block))
+    for msg in body.get("messages") or []:
+        content = msg.get("content")
+        if isinstance(content, str):
+            units.append((f"{msg.get('role')}:{content}", False))
+        else:
+            for block in content or []:
+                units.append(
+                    (
+                        f"{msg.get('role')}:{json.dumps(block, sort_keys=True)}",
+                        isinstance(block, dict) and "cache_control" in block,
+                    )
+                )
+    return units
+
+
+def _cache_prefix(body: dict[str, Any]) -> int | None:
+    """Index (exclusive) of the end of the cached prefix in :func:`_prompt_units`, if any."""
+    units = _prompt_units(body)
+    if body.get("cache_control"):
+        return len(units)
+    marked = [i for i, (_, cached) in enumerate(units) if cached]
+    return marked[-1] + 1 if marked else None
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split ``text`` into stream deltas: leading whitespace plus at most 5 characters."""
+    return re.findall(r"\s*\S{1,5}|\s+$", text)
+
+
+def default_reply(messages: list[dict[str, Any]]) -> str:
+    """The deterministic demo persona's reply to the last user message."""
+    last = _last_user_text(messages).strip()
+    low = last.lower()
+    turns = sum(1 for m in messages if m.get("role") == "assistant")
+    if re.search(r"\b(bye|goodbye|good bye|have to go|not interested|stop calling)\b", low):
+        return f"Understood. Thank you for your time, and have a great day. Goodbye! {_END_CALL}"
+    if not last or (turns == 0 and re.search(r"\b(hello|hi|hey|speaking|who is this|yes\?)", low)):
+        return (
+            "Hi, this is Alex calling from Acme. I'm following up on your recent request. "
+            "Do you have a minute to talk?"
+        )
+    if re.search(r"\b(thanks|thank you)\b", low):
+        return "You're very welcome. Is there anything else I can help you with today?"
+    if re.search(r"^(yes|yeah|yep|sure|ok|okay|of course|absolutely)\b", low):
+        return "Great. What day and time would work best for a short follow-up call?"
+    if re.search(r"^(no|nope|not really)\b", low):
+        return "No problem at all. Is there anything else I can help you with?"
+    if low.endswith("?"):
+        return (
+            "Good question. In short, we take care of the whole setup for you, and it "
+            "usually takes less than a week. Would that work for you?"
+        )
+    quoted = last if len(last) <= 80 else last[:77].rstrip() + "..."
+    return f'I see, you said: "{quoted}". Could you tell me a little more about that?'
+
+
+def _transcript(body: dict[str, Any]) -> str:
+    lines = [_block_text(m.get("content")) for m in body.get("messages") or []]
+    return "\n".join(lines)
+
+
+def _value_for(name: str, schema: dict[str, Any], transcript: str, depth: int = 0) -> Any:
+    """A value conforming to ``schema`` (a JSON Schema subset), derived from ``transcript``."""
+    for key in ("anyOf", "oneOf"):
+        options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
+        if options:
+            return _value_for(name, options[0], transcript, depth)
+    if "const" in schema:
+        return schema["const"]
+    low = transcript.lower()
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if "enum" in schema:
+        options = list(schema["enum"])
+        if "sentiment" in name.lower():
+            mood = "neutral"
+            if re.search(r"\b(great|thanks|thank you|perfect|love|happy|sure)\b", low):
+                mood = "positive"
+            if re.search(r"\b(angry|annoyed|terrible|stop calling|not interested|awful)\b", low):
+                mood = "negative"
+            if mood in options:
+                return mood
+        return options[0]
+    if kind == "object" or "properties" in schema:
+        props: dict[str, Any] = schema.get("properties") or {}
+        if depth > 6:
+            return {}
+        return {k: _value_for(k, v, transcript, depth + 1) for k, v in props.items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", 1)))
+        item = schema.get("items") or {"type": "string"}
+        return [_value_for(name, item, transcript, depth + 1) for _ in range(count)]
+    if kind == "boolean":
+        if re.search(r"\b(no|not interested|goodbye|bye|stop)\b", low) and not re.search(
+            r"\b(yes|sure|great|ok|okay)\b", low
+        ):
+            return False
+        return True
+    if kind in ("integer", "number"):
+        found = re.search(r"\b\d+(\.\d+)?\b", transcript)
+        value: float = float(found.group(0)) if found else float(schema.get("minimum", 0))
+        if "minimum" in schema:
+            value = max(value, float(schema["minimum"]))
+        if "maximum" in schema:
+            value = min(value, float(schema["maximum"]))
+        return int(value) if kind == "integer" else value
+    if kind == "null":
+        return None
+    return _string_for(name, schema, transcript)
+
+
+def _string_for(name: str, schema: dict[str, Any], transcript: str) -> str:
+    low_name = name.lower()
+    fmt = schema.get("format")
+    if fmt == "email" or "email" in low_name:
+        found = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", transcript)
+        return found.group(0) if found else "unknown@example.com"
+    if fmt == "date":
+        found = re.search(r"\b\d{4}-\d{2}-\d{2}\b", transcript)
+        return found.group(0) if found else "1970-01-01"
+    if "summary" in low_name:
+        turns = transcript.count("\n") + 1 if transcript else 0
+        last = transcript.strip().splitlines()[-1] if transcript.strip() else ""
+        return (
+            f"The agent and the caller exchanged {turns} messages. "
+            f'The conversation ended with: "{last[:120]}".'
+        )
+    words = [w for w in re.split(r"[_\W]+", low_name) if w]
+    if words:
+        label = r"\b" + r"\s+".join(map(re.escape, words))
+        pattern = label + r"\s+(?:is|was|are|:)\s+([^.,;!?\n]+)"
+        found = re.search(pattern, transcript, flags=re.IGNORECASE)
+        if found:
+            return found.group(1).strip()
+    value = "unknown"
+    min_len = int(schema.get("minLength", 0))
+    return value + "." * max(0, min_len - len(value))
+
+
+def tool_input_for(tool: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The deterministic input of a forced ``tool``: every property of its ``input_schema``
+    filled from the conversation (sentiment enums, booleans, numbers, ``name is X`` phrases,
+    a summary), always conforming to the schema's types, enums and bounds."""
+    schema = tool.get("input_schema") or {"type": "object", "properties": {}}
+    value = _value_for(str(tool.get("name", "")), schema, _transcript(body))
+    return value if isinstance(value, dict) else {}
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _error_body(kind: str, message: str, request_id: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+
+
+class FakeAnthropic:
+    """The Messages API; mount :meth:`routes` in a Starlette app."""
+
+    def __init__(self, settings: AnthropicSettings | None = None) -> None:
+        self.settings = settings or AnthropicSettings()
+        self.script: deque[str | ToolReply] = deque()
+        self.rules: list[Rule] = []
+        self.faults: deque[AnthropicFault] = deque()
+        self.requests: list[RecordedRequest] = []
+        self._cache: set[str] = set()
+
+    def routes(self) -> list[BaseRoute]:
+        return [Route("/v1/messages", self._messages, methods=["POST"])]
+
+    def fail_next(self, kind: FaultKind, *, times: int = 1, after_tokens: int = 2) -> None:
+        """Make the next ``times`` requests fail with ``kind``."""
+        for _ in range(times):
+            self.faults.append(AnthropicFault(kind, after_tokens=after_tokens))
+
+    def add_rule(self, pattern: str, reply: str, *, times: int | None = None) -> None:
+        self.rules.append(Rule(pattern, reply, times))
+
+    # -- reply selection
+
+    def _choose(self, body: dict[str, Any]) -> str | ToolReply:
+        if self.script:
+            return self.script.popleft()
+        last = _last_user_text(list(body.get("messages") or []))
+        for rule in self.rules:
+            if rule.times is not None and rule.times <= 0:
+                continue
+            if re.search(rule.pattern, last, flags=re.IGNORECASE):
+                if rule.times is not None:
+                    rule.times -= 1
+                return rule.reply
+        tools: list[dict[str, Any]] = list(body.get("tools") or [])
+        choice = body.get("tool_choice") or {}
+        if tools and isinstance(choice, dict) and choice.get("type") in ("tool", "any"):
+            name = choice.get("name") if choice.get("type") == "tool" else tools[0].get("name")
+            tool = next((t for t in tools if t.get("name") == name), tools[0])
+            return ToolReply(str(tool.get("name")), tool_input_for(tool, body))
+        return default_reply(list(body.get("messages") or []))
+
+    def _usage(self, body: dict[str, Any]) -> dict[str, int]:
+        units = _prompt_units(body)
+        total = sum(_tokens(u) for u, _ in units) + 3
+        prefix_end = _cache_prefix(body)
+        created = read = 0
+        if prefix_end is not None:
+            prefix = [u for u, _ in units[:prefix_end]]
+            prefix_tokens = sum(_tokens(u) for u in prefix)
+            if prefix_tokens >= self.settings.cache_min_tokens and prefix_tokens > 0:
+                key = hashlib.sha256("\x00".join([str(body.get("model")), *prefix]).encode())
+                digest = key.hexdigest()
+                if digest in self._cache:
+                    read = prefix_tokens
+                else:
+                    self._cache.add(digest)
+                    created = prefix_tokens
+        return {
+            "input_tokens": max(total - created - read, 1),
+            "cache_creation_input_tokens": created,
+            "cache_read_input_tokens": read,
+        }
+
+    # -- HTTP
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else ""
+        key = key or request.headers.get("x-api-key", "").strip()
+        if not key:
+            return False
+        return self.settings.api_key is None or key == self.settings.api_key
+
+    async def _messages(self, request: Request) -> Response:
+        received = time.monotonic()
+        request_id = f"req_{uuid.uuid4().hex[:24]}"
+        headers = {"request-id": request_id}
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            dict(request.headers), body if isinstance(body, dict) else {}, received
+        )
+        self.requests.append(record)
+
+        def error(
+            status: int, kind: str, message: str, extra: dict[str, str] | None = None
+        ) -> Response:
+            record.status = status
+            return JSONResponse(
+                _error_body(kind, message, request_id),
+                status_code=status,
+                headers={**headers, **(extra or {})},
+            )
+
+        if not self._authorized(request):
+            return error(401, "authentication_error", "invalid x-api-key")
+        problem = _validate(body)
+        if problem:
+            return error(400, "invalid_request_error", problem)
+        assert isinstance(body, dict)
+        fault = self.faults.popleft() if self.faults else None
+        if fault is not None and fault.kind in _STATUS:
+            status, kind, message = _STATUS[fault.kind]
+            extra = {"retry-after": fault.retry_after} if fault.kind == "rate_limit" else None
+            log_event(_log, "fake_anthropic.fault", kind=fault.kind, request_id=request_id)
+            return error(status, kind, message, extra)
+
+        reply = self._choose(body)
+        record.reply = reply
+        usage = self._usage(body)
+        message_id = f"msg_01{uuid.uuid4().hex[:22]}"
+        if body.get("stream"):
+            return StreamingResponse(
+                self._stream(request, record, body, reply, usage, message_id, fault),
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        plan = _plan(reply, body)
+        await self._sleep_until(received + self.settings.ttft_ms / 1000)
+        delay = len(plan.pieces) / max(self.settings.tokens_per_s, 1e-9)
+        await asyncio.sleep(max(0.0, delay - 1 / max(self.settings.tokens_per_s, 1e-9)))
+        record.tokens_sent = len(plan.pieces)
+        record.completed = True
+        usage = {**usage, "output_tokens": max(len(plan.pieces), 1)}
+        record.usage = usage
+        return JSONResponse(
+            {
+                "id": message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model"),
+                "content": [plan.final_block],
+                "stop_reason": plan.stop_reason,
+                "stop_sequence": plan.stop_sequence,
+                "usage": usage,
+            },
+            headers=headers,
+        )
+
+    @staticmethod
+    async def _sleep_until(when: float) -> None:
+        wait = when - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _stream(
+        self,
+        request: Request,
+        record: RecordedRequest,
+        body: dict[str, Any],
+        reply: str | ToolReply,
+        usage: dict[str, int],
+        message_id: str,
+        fault: AnthropicFault | None,
+    ) -> AsyncIterator[bytes]:
+        plan = _plan(reply, body)
+        try:
+            yield _sse(
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body.get("model"),
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {**usage, "output_tokens": 1},
+                    },
+                },
+            )
+            yield _sse(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": plan.start_block},
+            )
+            yield _sse("ping", {"type": "ping"})
+            first_at = record.received_at + self.settings.ttft_ms / 1000
+            gap = 1 / max(self.settings.tokens_per_s, 1e-9)
+            for i, piece in enumerate(plan.pieces):
+                if fault is not None and i == fault.after_tokens:
+                    if fault.kind == "stream_error":
+                        yield _sse(
+                            "error",
+                            {
+                                "type": "error",
+                                "error": {"type": "overloaded_error", "message": "Overloaded"},
+                            },
+                        )
+                        return
+                    if fault.kind == "drop":
+                        log_event(_log, "fake_anthropic.dropped", tokens=i)
+                        if not abort_connection(request.scope):
+                            raise ConnectionAbortedError("injected drop")
+                        return
+                await self._sleep_until(first_at + i * gap)
+                if i == 0:
+                    record.first_token_at = time.monotonic()
+                yield _sse(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": plan.delta(piece)},
+                )
+                record.tokens_sent = i + 1
+            yield _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+            final_usage = {**usage, "output_tokens": max(len(plan.pieces), 1)}
+            record.usage = final_usage
+            yield _sse(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": plan.stop_reason, "stop_sequence": plan.stop_sequence},
+                    "usage": final_usage,
+                },
+            )
+            yield _sse("message_stop", {"type": "message_stop"})
+            record.completed = True
+        finally:
+            injected = fault is not None and fault.kind in ("stream_error", "drop")
+            if not record.completed and not injected:
+                record.client_disconnected = True
+
+
+@dataclass(slots=True)
+class _Plan:
+    pieces: list[str]
+    start_block: dict[str, Any]
+    final_block: dict[str, Any]
+    stop_reason: str
+    stop_sequence: str | None
+    tool: bool
+
+    def delta(self, piece: str) -> dict[str, Any]:
+        if self.tool:
+            return {"type": "input_json_delta", "partial_json": piece}
+        return {"type": "text_delta", "text": piece}
+
+
+def _plan(reply: str | ToolReply, body: dict[str, Any]) -> _Plan:
+    max_tokens = int(body.get("max_tokens") or 1)
+    if isinstance(reply, ToolReply):
+        tool_id = f"toolu_01{hashlib.sha256(reply.name.encode()).hexdigest()[:22]}"
+        raw = json.dumps(reply.input)
+        pieces = [raw[i : i + 12] for i in range(0, len(raw), 12)]
+        stop = "tool_use"
+        if len(pieces) > max_tokens:
+            pieces, stop = pieces[:max_tokens], "max_tokens"
+        return _Plan(
+            pieces,
+            {"type": "tool_use", "id": tool_id, "name": reply.name, "input": {}},
+            {"type": "tool_use", "id": tool_id, "name": reply.name, "input": reply.input},
+            stop,
+            None,
+            tool=True,
+        )
+    text = reply
+    stop_reason, stop_sequence = "end_turn", None
+    for seq in body.get("stop_sequences") or []:
+        at = text.find(seq)
+        if seq and at >= 0:
+            text, stop_reason, stop_sequence = text[:at], "stop_sequence", seq
+    pieces = split_tokens(text)
+    if len(pieces) > max_tokens:
+        pieces, stop_reason, stop_sequence = pieces[:max_tokens], "max_tokens", None
+    return _Plan(
+        pieces,
+        {"type": "text", "text": ""},
+        {"type": "text", "text": "".join(pieces)},
+        stop_reason,
+        stop_sequence,
+        tool=False,
+    )
+
+
+def _validate(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return "The request body is not valid JSON."
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "model: Field required"
+    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] < 1:
+        return "max_tokens: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    return None

@@ -1,0 +1,835 @@
+"""Fake Deepgram: streaming STT (``/v1/listen``) and Aura TTS (``/v1/speak``) over websockets.
+
+It speaks the wire protocol of ``wss://api.deepgram.com`` (wire-protocols §3, §5.2), so the
+real ``deepgram-sdk`` connects to it by base URL alone::
+
+    env = DeepgramClientEnvironment(base=url, production=url.replace("http", "ws", 1),
+                                    agent=..., agent_rest=...)
+    dg = AsyncDeepgramClient(api_key="test-key", environment=env)
+
+Both endpoints are stateless: the audio is :mod:`~nixflex_engine.sandbox.speech`, so STT
+*decodes* what it hears and TTS *encodes* what it is asked to say.
+
+STT (``/v1/listen``): binary mu-law (or linear16) at 8 kHz in; JSON control frames
+``KeepAlive``, ``Finalize``, ``CloseStream``. Out, at the query's settings:
+
+* ``SpeechStarted`` (``vad_events=true``) once sound has lasted ``speech_started_ms``,
+  stamped with its onset;
+* interim ``Results`` (``interim_results=true``, ``is_final: false``) each time a word completes;
+* a final ``Results`` (``is_final`` and ``speech_final: true``) once ``endpointing`` ms of
+  silence (query; Deepgram's default 10, ``false`` disables) follow the speech, plus
+  ``final_delay_ms`` of processing latency;
+* ``UtteranceEnd`` (``utterance_end_ms``, with interim results) after that much silence
+  following the last finalized word;
+* on ``Finalize``: the words so far as a final ``Results`` with ``from_finalize: true``;
+* on ``CloseStream``: a last final, ``Metadata``, and a normal close; after
+  ``idle_timeout_s`` with no message, a close 1011 (NET-0001).
+
+Times (``start``, ``duration``, word ``start``/``end``, ``timestamp``, ``last_word_end``) are in
+seconds of audio received on the connection. A symbol is decoded about 40 ms after it is spoken,
+and a word closes when the space after it is decoded or 30 ms of silence follow it, so a final
+arrives ``max(endpointing, 30 ms) + final_delay_ms`` after the caller stops.
+
+TTS (``/v1/speak``): ``Metadata`` on open; ``Speak`` text accumulates (pieces are joined with a
+space when neither side has one); ``Flush`` → after ``ttfb_ms`` the speech for the buffered text
+as binary frames of ``chunk_ms`` of audio, generated at ``speed`` x real time, then
+``{"type":"Flushed","sequence_id":n}`` (n counts Flushes from 0); ``Clear`` → stop sending, drop
+text and queued audio, ``{"type":"Cleared","sequence_id":n}``; ``Close`` → finish queued audio
+and close.
+
+Failures are planned per connection: append a :class:`ListenFault` / :class:`SpeakFault` to
+``fake.listen_faults`` / ``fake.speak_faults``; each new connection takes the next one (FIFO),
+connections find no plan when the queue is empty. Every connection is recorded in
+``fake.listen_log`` / ``fake.speak_log`` for assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Message
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from nixflex_engine.log import get_logger, log_event
+from nixflex_engine.processors.codec import mulaw_to_pcm16_array, pcm16_array_to_mulaw
+from nixflex_engine.sandbox import speech
+from nixflex_engine.sandbox.serve import abort_connection
+
+__all__ = [
+    "FakeDeepgram",
+    "ListenFault",
+    "ListenRecord",
+    "ListenSettings",
+    "SpeakFault",
+    "SpeakRecord",
+    "SpeakSettings",
+]
+
+_log = get_logger(__name__)
+
+_MODEL_INFO = {"name": "general-nova-3", "version": "2025-09-30.0", "arch": "nova-3"}
+_MODEL_UUID = "1dbdfb4d-85b2-4659-9a9b-0a4b2b3e4f29"
+_NET0001 = (
+    "Deepgram did not receive audio data or a text message within the timeout window. "
+    "See https://dpgr.am/net0001"
+)
+_WHITESPACE = frozenset(b" \t\r\n")
+_STT_GAP_MS = 30.0
+
+
+@dataclass(slots=True)
+class ListenSettings:
+    """Latencies of the fake STT (wall-clock ms added on top of the audio itself)."""
+
+    final_delay_ms: float = 150.0  # an endpoint (speech_final) result
+    interim_delay_ms: float = 30.0  # an interim result
+    finalize_delay_ms: float = 50.0  # the answer to a Finalize
+    speech_started_ms: float = 40.0  # sound needed before SpeechStarted
+    idle_timeout_s: float = 10.0  # no audio nor message → close 1011 (NET-0001)
+
+
+@dataclass(slots=True)
+class SpeakSettings:
+    """Timing of the fake TTS."""
+
+    ttfb_ms: float = 120.0  # Flush → first audio byte
+    chunk_ms: float = 100.0  # audio per binary frame
+    speed: float = 4.0  # audio produced at this x real time after the first byte; 0 = at once
+    pitch_hz: float = 210.0  # the agent's voice
+
+
+@dataclass(slots=True)
+class ListenFault:
+    """How one STT connection fails. Triggers are checked in order; the first one fires.
+
+    ``reject_status``: answer the upgrade with this HTTP status (401, 429, 503, ...).
+    ``drop_after_ms``: wall clock since the upgrade. ``drop_after_audio_ms``: audio received.
+    ``drop_after_words``: words decoded on this connection (mid-utterance when the speech goes
+    on). The drop aborts the TCP connection (no close frame, as a network failure) unless
+    ``close_code`` is set, then it is a close frame with that code and ``close_reason``.
+    """
+
+    reject_status: int | None = None
+    drop_after_ms: float | None = None
+    drop_after_audio_ms: float | None = None
+    drop_after_words: int | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+@dataclass(slots=True)
+class SpeakFault:
+    """How one TTS connection fails: ``reject_status`` at the upgrade; or, after
+    ``drop_after_bytes`` audio bytes sent or ``drop_after_ms`` since the upgrade, an abort (or a
+    close frame with ``close_code``); ``warning_on_flush`` sends a ``Warning`` instead of the
+    audio of that Flush (0-based)."""
+
+    reject_status: int | None = None
+    drop_after_bytes: int | None = None
+    drop_after_ms: float | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+    warning_on_flush: int | None = None
+
+
+@dataclass(slots=True)
+class ListenRecord:
+    """What one STT connection saw and said."""
+
+    request_id: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    audio_bytes: int = 0
+    controls: list[str] = field(default_factory=list)
+    sent: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (monotonic, msg)
+    dropped: bool = False
+    closed: bool = False
+
+    def finals(self) -> list[str]:
+        """Transcripts of the non-empty final results, in order."""
+        return [
+            m["channel"]["alternatives"][0]["transcript"]
+            for _, m in self.sent
+            if m.get("type") == "Results"
+            and m["is_final"]
+            and m["channel"]["alternatives"][0]["transcript"]
+        ]
+
+
+@dataclass(slots=True)
+class SpeakRecord:
+    """What one TTS connection was asked and sent."""
+
+    request_id: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    texts: list[str] = field(default_factory=list)  # the text of each Flush
+    controls: list[str] = field(default_factory=list)
+    audio_bytes: int = 0
+    first_byte_at: list[float] = field(default_factory=list)  # monotonic, per Flush with audio
+    dropped: bool = False
+
+
+@dataclass(slots=True)
+class _Word:
+    word: str
+    punctuated: str
+    start: float
+    end: float
+
+
+def _query(ws: WebSocket) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in ws.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def _flag(query: dict[str, list[str]], name: str, default: bool = False) -> bool:
+    values = query.get(name)
+    return default if not values else values[-1].lower() == "true"
+
+
+class FakeDeepgram:
+    """Deepgram's ``/v1/listen`` and ``/v1/speak``; mount :meth:`routes` in a Starlette app.
+
+    ``api_key``: the key ``Authorization: Token <key>`` (or ``Bearer``) must carry; ``None``
+    accepts any non-empty credential.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        listen: ListenSettings | None = None,
+        speak: SpeakSettings | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.listen_settings = listen or ListenSettings()
+        self.speak_settings = speak or SpeakSettings()
+        self.listen_faults: deque[ListenFault] = deque()
+        self.speak_faults: deque[SpeakFault] = deque()
+        self.listen_log: list[ListenRecord] = []
+        self.speak_log: list[SpeakRecord] = []
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            WebSocketRoute("/v1/listen", self._listen),
+            WebSocketRoute("/v1/speak", self._speak),
+        ]
+
+    # -- handshake
+
+    def _authorized(self, ws: WebSocket) -> bool:
+        header = ws.headers.get("authorization", "")
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() not in ("token", "bearer") or not credential.strip():
+            protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+            if len(protocols) == 2 and protocols[0] in ("token", "bearer"):
+                credential = protocols[1]
+            else:
+                return False
+        return self.api_key is None or credential.strip() == self.api_key
+
+    async def _reject(self, ws: WebSocket, status: int, code: str, message: str) -> None:
+        body = {"err_code": code, "err_msg": message, "request_id": str(uuid.uuid4())}
+        await ws.send_denial_response(JSONResponse(body, status_code=status))
+
+    async def _handshake(
+        self, ws: WebSocket, fault: ListenFault | SpeakFault | None, *, speak: bool
+    ) -> bool:
+        if not self._authorized(ws):
+            await self._reject(ws, 401, "INVALID_AUTH", "Invalid credentials.")
+            return False
+        if fault is not None and fault.reject_status is not None:
+            await self._reject(ws, fault.reject_status, "INJECTED", "Injected failure.")
+            return False
+        query = _query(ws)
+        encoding = (query.get("encoding") or ["linear16" if speak else "mulaw"])[-1]
+        rate = (query.get("sample_rate") or ["8000"])[-1]
+        if encoding not in ("mulaw", "linear16") or rate != "8000":
+            await self._reject(
+                ws,
+                400,
+                "UNSUPPORTED",
+                "The sandbox speaks 8 kHz mulaw or linear16 only.",
+            )
+            return False
+        return True
+
+    # -- STT
+
+    async def _listen(self, ws: WebSocket) -> None:
+        fault = self.listen_faults.popleft() if self.listen_faults else None
+        if not await self._handshake(ws, fault, speak=False):
+            return
+        request_id = str(uuid.uuid4())
+        await ws.accept(headers=[(b"dg-request-id", request_id.encode())])
+        record = ListenRecord(request_id, _query(ws), dict(ws.headers))
+        self.listen_log.append(record)
+        session = _ListenSession(ws, record, self.listen_settings, fault)
+        log_event(_log, "fake_deepgram.listen.open", request_id=request_id)
+        await session.run()
+        log_event(_log, "fake_deepgram.listen.closed", request_id=request_id)
+
+    # -- TTS
+
+    async def _speak(self, ws: WebSocket) -> None:
+        fault = self.speak_faults.popleft() if self.speak_faults else None
+        if not await self._handshake(ws, fault, speak=True):
+            return
+        request_id = str(uuid.uuid4())
+        await ws.accept(headers=[(b"dg-request-id", request_id.encode())])
+        record = SpeakRecord(request_id, _query(ws), dict(ws.headers))
+        self.speak_log.append(record)
+        session = _SpeakSession(ws, record, self.speak_settings, fault)
+        log_event(_log, "fake_deepgram.speak.open", request_id=request_id)
+        await session.run()
+        log_event(_log, "fake_deepgram.speak.closed", request_id=request_id)
+
+
+class _Dropped(Exception):
+    """The fault plan dropped the connection."""
+
+
+async def _drop(ws: WebSocket, code: int | None, reason: str) -> None:
+    if code is None and abort_connection(ws.scope):
+        return
+    with contextlib.suppress(Exception):
+        await ws.close(code=code or 1011, reason=reason)
+
+
+class _Outbox:
+    """In-order sender: each message leaves at its due time, never before an earlier one."""
+
+    def __init__(self, ws: WebSocket, on_sent: Any = None) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[tuple[float, str | bytes | None]] = asyncio.Queue()
+        self._on_sent = on_sent
+        self.task = asyncio.create_task(self._run())
+
+    def put(self, payload: str | bytes | None, delay_ms: float = 0.0) -> None:
+        """Queue ``payload`` (``None``: stop) to leave ``delay_ms`` from now."""
+        self._queue.put_nowait((time.monotonic() + delay_ms / 1000, payload))
+
+    async def drain(self) -> None:
+        self.put(None)
+        with contextlib.suppress(Exception):
+            await self.task
+
+    async def _run(self) -> None:
+        while True:
+            due, payload = await self._queue.get()
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if payload is None:
+                return
+            if isinstance(payload, bytes):
+                await self._ws.send_bytes(payload)
+            else:
+                await self._ws.send_text(payload)
+            if self._on_sent is not None:
+                self._on_sent(payload)
+
+
+class _ListenSession:
+    def __init__(
+        self,
+        ws: WebSocket,
+        record: ListenRecord,
+        settings: ListenSettings,
+        fault: ListenFault | None,
+    ) -> None:
+        self.ws = ws
+        self.record = record
+        self.settings = settings
+        self.fault = fault
+        q = record.query
+        endpointing = (q.get("endpointing") or ["10"])[-1]
+        self.endpointing_ms: float | None = (
+            None if endpointing.lower() == "false" else float(endpointing)
+        )
+        ue = (q.get("utterance_end_ms") or [""])[-1]
+        self.utterance_end_ms: float | None = float(ue) if ue else None
+        self.interim = _flag(q, "interim_results")
+        self.vad_events = _flag(q, "vad_events")
+        self.punctuate = _flag(q, "punctuate") or _flag(q, "smart_format")
+        self.linear16 = (q.get("encoding") or ["mulaw"])[-1] == "linear16"
+        self.decoder = speech.SpeechDecoder(min_gap_ms=_STT_GAP_MS)
+        self.sha = hashlib.sha256()
+        self.carry = b""
+        self.word: list[speech.SymbolDecoded] = []
+        self.pending: list[_Word] = []
+        self.window_start = 0.0  # start (s) of the audio not yet covered by a final
+        self.words_total = 0
+        self.onset: int | None = None
+        self.speech_started_sent = False
+        self.last_final_word_end: float | None = None  # armed UtteranceEnd
+        self.opened = time.monotonic()
+        self.outbox = _Outbox(ws)
+
+    # -- message building
+
+    def _send(self, msg: dict[str, Any], delay_ms: float = 0.0) -> None:
+        self.record.sent.append((time.monotonic() + delay_ms / 1000, msg))
+        self.outbox.put(json.dumps(msg), delay_ms)
+
+    def _results(
+        self,
+        words: list[_Word],
+        *,
+        end: float,
+        is_final: bool,
+        speech_final: bool,
+        from_finalize: bool = False,
+    ) -> dict[str, Any]:
+        text = " ".join(w.punctuated if self.punctuate else w.word for w in words)
+        return {
+            "type": "Results",
+            "channel_index": [0, 1],
+            "duration": round(max(end - self.window_start, 0.0), 3),
+            "start": round(self.window_start, 3),
+            "is_final": is_final,
+            "speech_final": speech_final,
+            "from_finalize": from_finalize,
+            "channel": {
+                "alternatives": [
+                    {
+                        "transcript": text,
+                        "confidence": 0.99 if words else 0.0,
+                        "words": [
+                            {
+                                "word": w.word,
+                                "start": round(w.start, 3),
+                                "end": round(w.end, 3),
+                                "confidence": 0.99,
+                                "punctuated_word": w.punctuated,
+                            }
+                            for w in words
+                        ],
+                    }
+                ]
+            },
+            "metadata": {
+                "request_id": self.record.request_id,
+                "model_info": dict(_MODEL_INFO),
+                "model_uuid": _MODEL_UUID,
+            },
+        }
+
+    # -- decoding
+
+    def _close_word(self) -> bool:
+        symbols, self.word = self.word, []
+        if not symbols:
+            return False
+        punctuated = bytes(s.byte for s in symbols).decode("utf-8", errors="replace")
+        plain = "".join(c for c in punctuated.lower() if c.isalnum() or c in "'-").strip("'-")
+        if not plain:
+            return False
+        self.pending.append(
+            _Word(
+                plain,
+                punctuated,
+                symbols[0].start / speech.SAMPLE_RATE,
+                symbols[-1].end / speech.SAMPLE_RATE,
+            )
+        )
+        self.words_total += 1
+        self.last_final_word_end = None  # new speech disarms UtteranceEnd
+        return True
+
+    def _events(self, events: list[speech.DecoderEvent]) -> None:
+        grew = False
+        for ev in events:
+            if isinstance(ev, speech.ActivityStarted):
+                self.onset = ev.at
+                self.speech_started_sent = False
+            elif isinstance(ev, speech.SymbolDecoded):
+                if ev.byte in _WHITESPACE:
+                    grew |= self._close_word()
+                else:
+                    self.word.append(ev)
+            else:
+                grew |= self._close_word()
+                self.onset = None
+        if grew and self.interim:
+            now = self.decoder.position / speech.SAMPLE_RATE
+            self._send(
+                self._results(self.pending, end=now, is_final=False, speech_final=False),
+                self.settings.interim_delay_ms,
+            )
+
+    def _final(self, *, speech_final: bool, from_finalize: bool, delay_ms: float) -> None:
+        now = self.decoder.position / speech.SAMPLE_RATE
+        words, self.pending = self.pending, []
+        self._send(
+            self._results(
+                words,
+                end=now,
+                is_final=True,
+                speech_final=speech_final,
+                from_finalize=from_finalize,
+            ),
+            delay_ms,
+        )
+        self.window_start = now
+        if words:
+            self.last_final_word_end = words[-1].end
+
+    def _after_audio(self) -> None:
+        pos = self.decoder.position
+        rate = speech.SAMPLE_RATE
+        if (
+            self.vad_events
+            and self.onset is not None
+            and not self.speech_started_sent
+            and self.decoder.in_activity
+            and (pos - self.onset) * 1000 / rate >= self.settings.speech_started_ms
+        ):
+            self.speech_started_sent = True
+            self._send({"type": "SpeechStarted", "channel": [0], "timestamp": self.onset / rate})
+        silent_ms = (pos - self.decoder.last_active_end) * 1000 / rate
+        if self.pending and not self.word and not self.decoder.in_activity:
+            if self.endpointing_ms is not None and silent_ms >= self.endpointing_ms:
+                self._final(
+                    speech_final=True, from_finalize=False, delay_ms=self.settings.final_delay_ms
+                )
+            elif self.endpointing_ms is None:
+                self._final(
+                    speech_final=False, from_finalize=False, delay_ms=self.settings.final_delay_ms
+                )
+        if (
+            self.utterance_end_ms is not None
+            and self.interim
+            and self.last_final_word_end is not None
+            and not self.decoder.in_activity
+            and not self.pending
+            and pos / rate - self.last_final_word_end >= self.utterance_end_ms / 1000
+        ):
+            self._send(
+                {
+                    "type": "UtteranceEnd",
+                    "channel": [0, 1],
+                    "last_word_end": round(self.last_final_word_end, 3),
+                },
+                self.settings.interim_delay_ms,
+            )
+            self.last_final_word_end = None
+
+    def _audio(self, data: bytes) -> None:
+        self.record.audio_bytes += len(data)
+        self.sha.update(data)
+        if self.linear16:
+            data = self.carry + data
+            usable = len(data) - len(data) % 2
+            self.carry = data[usable:]
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+        else:
+            samples = mulaw_to_pcm16_array(data)
+        self._events(self.decoder.feed(samples))
+        self._after_audio()
+
+    def _flush_words(self) -> None:
+        self._events(self.decoder.flush())
+        self._close_word()
+
+    # -- fault triggers
+
+    def _fault_due(self) -> bool:
+        f = self.fault
+        if f is None:
+            return False
+        if f.drop_after_ms is not None and (time.monotonic() - self.opened) * 1000 >= (
+            f.drop_after_ms
+        ):
+            return True
+        audio_ms = self.decoder.position * 1000 / speech.SAMPLE_RATE
+        if f.drop_after_audio_ms is not None and audio_ms >= f.drop_after_audio_ms:
+            return True
+        return f.drop_after_words is not None and self.words_total >= f.drop_after_words
+
+    # -- loop
+
+    async def _receive(self) -> Message:
+        timeout = self.settings.idle_timeout_s
+        if self.fault is not None and self.fault.drop_after_ms is not None:
+            left = self.fault.drop_after_ms / 1000 - (time.monotonic() - self.opened)
+            timeout = min(timeout, max(left, 0.0))
+            if left <= 0:
+                raise _Dropped
+        try:
+            message: Message = await asyncio.wait_for(self.ws.receive(), timeout)
+        except TimeoutError:
+            if self._fault_due():
+                raise _Dropped from None
+            raise
+        return message
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    message = await self._receive()
+                except TimeoutError:
+                    self.outbox.put(None)
+                    with contextlib.suppress(Exception):
+                        await self.outbox.task
+                    await self.ws.close(code=1011, reason=_NET0001[:120])
+                    return
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("bytes") is not None:
+                    self._audio(message["bytes"])
+                elif message.get("text") is not None:
+                    if await self._control(message["text"]):
+                        return
+                if self._fault_due():
+                    raise _Dropped
+        except _Dropped:
+            self.record.dropped = True
+            self.outbox.task.cancel()
+            fault = self.fault
+            assert fault is not None
+            log_event(_log, "fake_deepgram.listen.dropped", request_id=self.record.request_id)
+            await _drop(self.ws, fault.close_code, fault.close_reason)
+        except WebSocketDisconnect:
+            return
+        finally:
+            if not self.outbox.task.done():
+                self.outbox.task.cancel()
+
+    async def _control(self, text: str) -> bool:
+        try:
+            msg = json.loads(text)
+            kind = msg["type"]
+        except (ValueError, KeyError, TypeError):
+            self._send(
+                {
+                    "type": "Error",
+                    "variant": "SchemaError",
+                    "description": "Could not parse the client message.",
+                    "message": text[:500],
+                }
+            )
+            return False
+        self.record.controls.append(str(kind))
+        if kind == "KeepAlive":
+            return False
+        if kind == "Finalize":
+            self._flush_words()
+            self._final(
+                speech_final=False,
+                from_finalize=True,
+                delay_ms=self.settings.finalize_delay_ms,
+            )
+            return False
+        if kind == "CloseStream":
+            self._events(self.decoder.end())
+            self._close_word()
+            if self.pending:
+                self._final(speech_final=True, from_finalize=False, delay_ms=0.0)
+            self._send(
+                {
+                    "type": "Metadata",
+                    "transaction_key": "deprecated",
+                    "request_id": self.record.request_id,
+                    "sha256": self.sha.hexdigest(),
+                    "created": datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+                    "duration": round(self.decoder.position / speech.SAMPLE_RATE, 3),
+                    "channels": 1,
+                }
+            )
+            await self.outbox.drain()
+            self.record.closed = True
+            if self.ws.client_state == WebSocketState.CONNECTED:
+                await self.ws.close(code=1000)
+            return True
+        self._send(
+            {
+                "type": "Error",
+                "variant": "SchemaError",
+                "description": f"Unknown message type {kind!r}.",
+                "message": text[:500],
+            }
+        )
+        return False
+
+
+class _SpeakSession:
+    def __init__(
+        self,
+        ws: WebSocket,
+        record: SpeakRecord,
+        settings: SpeakSettings,
+        fault: SpeakFault | None,
+    ) -> None:
+        self.ws = ws
+        self.record = record
+        self.settings = settings
+        self.fault = fault
+        self.linear16 = (record.query.get("encoding") or ["linear16"])[-1] == "linear16"
+        self.text = ""
+        self.flushes = 0
+        self.jobs: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+        self.lock = asyncio.Lock()
+        self.opened = time.monotonic()
+        self.worker = asyncio.create_task(self._work())
+        self.dropped = asyncio.Event()
+
+    async def _send(self, payload: str | bytes) -> None:
+        async with self.lock:
+            if isinstance(payload, bytes):
+                await self.ws.send_bytes(payload)
+            else:
+                await self.ws.send_text(payload)
+
+    def _audio_for(self, text: str) -> bytes:
+        pcm = speech.synthesize(text, pitch_hz=self.settings.pitch_hz)
+        if self.linear16:
+            return pcm.astype("<i2").tobytes()
+        return pcm16_array_to_mulaw(pcm)
+
+    async def _work(self) -> None:
+        while True:
+            job = await self.jobs.get()
+            if job is None:
+                return
+            seq, text = job
+            fault = self.fault
+            if fault is not None and fault.warning_on_flush == seq:
+                await self._send(
+                    json.dumps(
+                        {
+                            "type": "Warning",
+                            "description": "Injected failure: synthesis failed.",
+                            "code": "INJECTED",
+                        }
+                    )
+                )
+                continue
+            started = time.monotonic()
+            audio = self._audio_for(text)
+            bytes_per_ms = 16 if self.linear16 else 8
+            chunk = max(1, int(self.settings.chunk_ms * bytes_per_ms))
+            speed = self.settings.speed
+            for i, off in enumerate(range(0, len(audio), chunk)):
+                due = started + self.settings.ttfb_ms / 1000
+                if speed > 0:
+                    due += i * self.settings.chunk_ms / speed / 1000
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                piece = audio[off : off + chunk]
+                if fault is not None and fault.drop_after_bytes is not None:
+                    left = fault.drop_after_bytes - self.record.audio_bytes
+                    if left <= 0:
+                        self.dropped.set()
+                        return
+                    piece = piece[:left]
+                if i == 0:
+                    self.record.first_byte_at.append(time.monotonic())
+                await self._send(piece)
+                self.record.audio_bytes += len(piece)
+            await self._send(json.dumps({"type": "Flushed", "sequence_id": seq}))
+
+    async def _restart_worker(self) -> None:
+        self.worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.worker
+        self.jobs = asyncio.Queue()
+        self.worker = asyncio.create_task(self._work())
+
+    async def run(self) -> None:
+        await self._send(
+            json.dumps(
+                {
+                    "type": "Metadata",
+                    "request_id": self.record.request_id,
+                    "model_name": (self.record.query.get("model") or ["aura-2-thalia-en"])[-1],
+                    "model_version": "2025-04-01.0",
+                    "model_uuid": "ecb76e9d-f2db-4127-8060-79b05590d22f",
+                }
+            )
+        )
+        timer: asyncio.Task[None] | None = None
+        if self.fault is not None and self.fault.drop_after_ms is not None:
+            timer = asyncio.create_task(asyncio.sleep(self.fault.drop_after_ms / 1000))
+            timer.add_done_callback(lambda _t: self.dropped.set())
+        receiver: asyncio.Task[Message] | None = None
+        dropped_wait = asyncio.create_task(self.dropped.wait())
+        try:
+            while True:
+                receiver = asyncio.create_task(self.ws.receive())
+                done, _ = await asyncio.wait(
+                    {receiver, dropped_wait}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if dropped_wait in done:
+                    self.record.dropped = True
+                    fault = self.fault
+                    assert fault is not None
+                    log_event(
+                        _log, "fake_deepgram.speak.dropped", request_id=self.record.request_id
+                    )
+                    async with self.lock:
+                        await _drop(self.ws, fault.close_code, fault.close_reason)
+                    return
+                message = receiver.result()
+                receiver = None
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") is None:
+                    continue
+                if await self._control(message["text"]):
+                    return
+        except WebSocketDisconnect:
+            return
+        finally:
+            for task in (receiver, timer, dropped_wait, self.worker):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _control(self, text: str) -> bool:
+        try:
+            msg = json.loads(text)
+            kind = str(msg["type"])
+        except (ValueError, KeyError, TypeError):
+            return False
+        self.record.controls.append(kind)
+        if kind == "Speak":
+            piece = str(msg.get("text", ""))
+            if self.text and piece and not self.text[-1].isspace() and not piece[0].isspace():
+                self.text += " "
+            self.text += piece
+        elif kind == "Flush":
+            seq, self.flushes = self.flushes, self.flushes + 1
+            text, self.text = self.text.strip(), ""
+            self.record.texts.append(text)
+            self.jobs.put_nowait((seq, text))
+        elif kind == "Clear":
+            self.text = ""
+            await self._restart_worker()
+            await self._send(
+                json.dumps({"type": "Cleared", "sequence_id": max(self.flushes - 1, 0)})
+            )
+        elif kind == "Close":
+            self.jobs.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await self.worker
+            if self.ws.client_state == WebSocketState.CONNECTED:
+                await self.ws.close(code=1000)
+            return True
+        return False
