@@ -14,7 +14,6 @@ from twilio.request_validator import RequestValidator
 from nixflex_engine.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
-    CancelFrame,
     DTMFFrame,
     EndCallFrame,
     Frame,
