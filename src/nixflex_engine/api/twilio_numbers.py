@@ -14,6 +14,8 @@ tests and the sandbox point it at the fake Twilio. Outcomes:
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import aiohttp
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -46,19 +48,24 @@ async def verify_twilio_number(
             client.incoming_phone_numbers.list_async(phone_number=phone_number, limit=20),
             timeout_seconds,
         )
-    except TwilioRestException as exc:
-        twilio_error = {"code": exc.code, "message": _plain(exc.msg), "status": exc.status}
-        if exc.status in (401, 403):
+    except (TwilioRestException, TwilioException) as exc:
+        twilio_error = _twilio_error(exc)
+        if twilio_error is None:
+            log_event(_log, "twilio.verify_failed", error=type(exc).__name__)
+            raise _unavailable(
+                {"code": None, "message": "Twilio could not be reached.", "status": None}
+            ) from exc
+        if twilio_error["status"] in (401, 403):
             raise ApiError(
                 400,
                 "twilio_credentials_invalid",
                 "Twilio refused these credentials (check the account SID and auth token).",
                 {"field": "twilio_auth_token", "twilio_error": twilio_error},
             ) from exc
-        if exc.status == 404:
+        if twilio_error["status"] == 404:
             raise _not_in_account(phone_number) from exc
         raise _unavailable(twilio_error) from exc
-    except (TwilioException, aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         log_event(_log, "twilio.verify_failed", error=type(exc).__name__)
         raise _unavailable(
             {"code": None, "message": "Twilio could not be reached.", "status": None}
@@ -71,8 +78,29 @@ async def verify_twilio_number(
     raise _not_in_account(phone_number)
 
 
-def _plain(message: str) -> str:
-    return message.removeprefix("Unable to fetch page: ").removeprefix("Unable to fetch record: ")
+def _twilio_error(exc: TwilioException) -> dict[str, Any] | None:
+    """Twilio's error (code, message, status) from an SDK exception, if it got a response.
+
+    List calls surface a non-200 page as a bare ``TwilioException("Unable to fetch page",
+    response)``; single-record calls raise ``TwilioRestException``.
+    """
+    if isinstance(exc, TwilioRestException):
+        message = exc.msg.removeprefix("Unable to fetch record: ")
+        return {"code": exc.code, "message": message, "status": exc.status}
+    response = exc.args[1] if len(exc.args) > 1 else None
+    status = getattr(response, "status_code", None)
+    if not isinstance(status, int):
+        return None
+    code: Any = status
+    message = "Twilio refused the request."
+    try:
+        body = json.loads(getattr(response, "text", "") or "{}")
+    except ValueError:
+        body = {}
+    if isinstance(body, dict):
+        code = body.get("code", status)
+        message = str(body.get("message", message))
+    return {"code": code, "message": message, "status": status}
 
 
 def _not_in_account(phone_number: str) -> ApiError:
