@@ -7,15 +7,24 @@ so both are one ``numpy.take`` per buffer (≈1 µs for a 20 ms Twilio frame).
 
 Twilio and Deepgram both speak mu-law 8 kHz, so the standard chain only decodes where a
 processor needs linear samples (VAD, beep detection, recording) and never resamples.
+
+Below the pure functions, :class:`MulawDecoder` is the processor that decodes caller audio
+once per frame for everyone after it (it sets ``InputAudioFrame.pcm``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import numpy.typing as npt
 
+from nixflex_engine.frames import Frame, InputAudioFrame
+from nixflex_engine.pipeline.processor import FrameDirection, FrameProcessor
+
 __all__ = [
     "MULAW_SILENCE",
+    "MulawDecoder",
     "mulaw_to_pcm16",
     "mulaw_to_pcm16_array",
     "pcm16_array_to_mulaw",
@@ -58,6 +67,11 @@ _DECODE = _build_decode_table()
 _ENCODE = _build_encode_table()
 _DECODE.setflags(write=False)
 _ENCODE.setflags(write=False)
+# The decode table as little-endian int16, so ``take`` yields the wire byte order directly
+# (no ``astype`` pass on big-endian hosts either).
+_DECODE_LE = _DECODE.astype("<i2")
+_DECODE_LE.setflags(write=False)
+_U8 = np.dtype(np.uint8)
 
 
 def mulaw_to_pcm16_array(data: bytes) -> npt.NDArray[np.int16]:
@@ -67,7 +81,8 @@ def mulaw_to_pcm16_array(data: bytes) -> npt.NDArray[np.int16]:
 
 def mulaw_to_pcm16(data: bytes) -> bytes:
     """Decode mu-law bytes to little-endian PCM16 bytes."""
-    return mulaw_to_pcm16_array(data).astype("<i2", copy=False).tobytes()
+    # ``take`` on the little-endian table: one gather, one copy out (≈1 µs for 160 bytes).
+    return _DECODE_LE.take(np.frombuffer(data, dtype=_U8)).tobytes()
 
 
 def pcm16_array_to_mulaw(samples: npt.NDArray[np.int16]) -> bytes:
@@ -79,3 +94,38 @@ def pcm16_to_mulaw(data: bytes) -> bytes:
     """Encode little-endian PCM16 bytes to mu-law bytes (odd trailing byte ignored)."""
     usable = len(data) - (len(data) % 2)
     return pcm16_array_to_mulaw(np.frombuffer(data[:usable], dtype="<i2"))
+
+
+# --- processor ---------------------------------------------------------------------------
+
+# The field layout the fast path in MulawDecoder rebuilds positionally. If frames.py ever
+# changes InputAudioFrame's fields, the decoder falls back to ``dataclasses.replace``.
+_INPUT_FIELDS = ("audio", "timestamp_ms", "sample_rate", "encoding", "pcm")
+_FAST_REBUILD = tuple(f.name for f in dataclasses.fields(InputAudioFrame)) == _INPUT_FIELDS
+
+
+class MulawDecoder(FrameProcessor):
+    """Decodes caller audio once, for every processor after it.
+
+    Consumes: :class:`~nixflex_engine.frames.InputAudioFrame` with ``encoding="mulaw"`` and
+    ``pcm is None``; emits the same frame with ``pcm`` set to its little-endian PCM16
+    (``dataclasses.replace`` semantics: a new frozen frame, ``audio`` kept as is, so the STT
+    can still send the mu-law bytes unchanged). Every other frame, and audio that is already
+    PCM16 or already decoded, passes through untouched, in its direction.
+
+    On the hot path of every call: ≈2 µs of CPU per 20 ms frame (one numpy gather and one
+    frame construction).
+    """
+
+    __slots__ = ()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InputAudioFrame) and frame.pcm is None and frame.encoding == "mulaw":
+            pcm = _DECODE_LE.take(np.frombuffer(frame.audio, dtype=_U8)).tobytes()
+            if _FAST_REBUILD and type(frame) is InputAudioFrame:
+                frame = InputAudioFrame(
+                    frame.audio, frame.timestamp_ms, frame.sample_rate, frame.encoding, pcm
+                )
+            else:
+                frame = dataclasses.replace(frame, pcm=pcm)
+        await self.push_frame(frame, direction)
