@@ -51,9 +51,9 @@ class BeepSettings:
     max_frequency_hz: float = 2000.0
     min_beep_ms: float = 150.0
     min_level_dbfs: float = -45.0
-    min_purity: float = 0.85
-    max_second_peak_ratio: float = 0.1
-    max_drift_hz: float = 25.0
+    min_purity: float = 0.9
+    max_second_peak_ratio: float = 0.05
+    max_drift_hz: float = 20.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -327,7 +328,13 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("fr_full", 3.0, r"\best pleine\b"),
     # ---------------------------------------------------------------- German, machine
     ("de_after_tone", 3.0, r"\bnach dem (signalton|piepton|ton|signal|piep|pfeifton|beep)\b"),
-    ("de_mailbox", 3.0, r"\b(mailbox|mobilbox|sprachbox|sprachnachricht(en)?dienst)\b"),
+    # "Mailbox" alone is English too: only the German forms and articles count here.
+    (
+        "de_mailbox",
+        3.0,
+        r"\b(mobilbox|sprachbox|sprachnachricht(en)?dienst)\b|\b(die|der|ihre|meine|zur) mailbox\b|"
+        r"\bmailbox von\b",
+    ),
     (
         "de_party",
         3.0,
@@ -617,6 +624,49 @@ class Cue:
     weight: float
 
 
+#: Cues that say the same thing twice (a general form and a specific one, a phrase anywhere
+#: and the same phrase as the opening words): only the strongest of a group counts.
+_CUE_GROUPS: dict[str, str] = {
+    name: group
+    for group, names in {
+        "en_not_available": ("en_not_available", "en_not_available_me"),
+        "en_away": ("en_away", "en_away_any"),
+        "en_reached": ("en_you_reached", "en_open_reached"),
+        "en_carrier": ("en_person_calling", "en_open_carrier"),
+        "en_voicemail": ("en_voicemail_word", "en_voicemail_of"),
+        "en_mailbox": ("en_mailbox_word", "en_mailbox_state"),
+        "es_reached": ("es_you_reached", "es_open_called", "es_answering_machine"),
+        "es_carrier": ("es_person_calling", "es_open_carrier"),
+        "es_not_available": ("es_not_available", "es_not_available_me"),
+        "es_mailbox": ("es_mailbox_word", "es_voicemail"),
+        "fr_reached": ("fr_you_are_on", "fr_open_you_are"),
+        "fr_carrier": ("fr_correspondent", "fr_open_carrier"),
+        "fr_not_available": ("fr_not_available", "fr_not_available_me"),
+        "de_reached": ("de_open_line", "de_line_of", "de_you_reached"),
+        "de_carrier": ("de_party", "de_open_carrier"),
+        "de_not_reachable": ("de_not_reachable", "de_not_reachable_me"),
+        "pt_reached": ("pt_you_reached", "pt_open_called"),
+        "pt_carrier": ("pt_person_called", "pt_open_carrier"),
+        "pt_not_available": ("pt_not_available", "pt_not_available_me"),
+        "pt_mailbox": ("pt_mailbox_word", "pt_voicemail"),
+        "it_reached": ("it_you_called", "it_open_called"),
+        "it_carrier": ("it_person_called", "it_open_carrier"),
+        "it_not_available": ("it_not_available", "it_not_available_me", "it_not_reachable"),
+        "it_segreteria": ("it_segreteria_word", "it_voicemail"),
+    }.items()
+    for name in names
+}
+
+
+def _grouped_score(cues: Iterable[Cue]) -> float:
+    best: dict[str, float] = {}
+    for c in cues:
+        group = _CUE_GROUPS.get(c.name, c.name)
+        if abs(c.weight) > abs(best.get(group, 0.0)):
+            best[group] = c.weight
+    return sum(best.values())
+
+
 def normalize_text(text: str) -> str:
     """Lower case, accents removed, punctuation dropped except "?" (its own token)."""
     decomposed = unicodedata.normalize("NFKD", text.replace("\u2019", "'").replace("ß", "ss"))
@@ -773,10 +823,12 @@ class TranscriptClassifier:
         return any(c.name in _BEEP_PROMISE_CUES for c in self._cues)
 
     def machine_score(self) -> float:
-        return sum(c.weight for c in self._cues if c.weight > 0)
+        """Sum of machine cue weights (the strongest of each group of overlapping cues)."""
+        return _grouped_score(c for c in self._cues if c.weight > 0)
 
     def human_score(self) -> float:
-        return -sum(c.weight for c in self._cues if c.weight < 0)
+        """Sum of person cue weights, as a positive number."""
+        return -_grouped_score(c for c in self._cues if c.weight < 0)
 
     def silence_ms(self, now_ms: float) -> float:
         """How long the line has been quiet (0 while the callee speaks)."""
@@ -1013,13 +1065,17 @@ class ArbiterSettings:
     min_confidence: float = 0.75
     #: Nothing heard since pickup for this long: let the agent speak first.
     no_speech_opener_ms: float = 2500.0
-    #: An AMD vote the transcript contradicts waits this long for the transcript to decide.
+    #: An AMD vote the transcript does not back waits this long for the transcript to decide.
     amd_hold_ms: float = 1500.0
-    #: Transcript lean (person cues, or phrases) that makes an AMD vote wait.
-    amd_hold_min_cue_weight: float = 1.0
-    #: A late AMD machine overrides only a person confirmed with less confidence than this
-    #: and no person cue heard since.
-    late_amd_max_human_confidence: float = 0.85
+    #: Twilio calls long live answers machines: an AMD "machine" is only taken at once when
+    #: nothing was transcribed yet or the transcript has machine phrases worth this much.
+    amd_machine_min_phrase_score: float = 1.0
+    #: An AMD "human" waits when the transcript has machine phrases worth this much.
+    amd_human_max_phrase_score: float = 1.5
+    #: A late AMD "machine" overrides a person only when nothing had been heard (the opener
+    #: was allowed on silence) or the transcript now has machine phrases worth this much
+    #: (more than its person cues).
+    late_amd_min_phrase_score: float = 1.5
     #: A late beep or strong transcript overrides a person confirmed with less than this.
     late_max_human_confidence: float = 0.9
     #: Machine evidence later than this after pickup is only logged.
@@ -1067,6 +1123,7 @@ class VoicemailArbiter:
     _result_method: Method | None = None
     _result_reason: str = ""
     _human_confidence: float = 0.0
+    _human_method: str | None = None
     _human_ms: float | None = None
     _opener_ms: float | None = None
     _detected_ms: float | None = None
@@ -1172,14 +1229,21 @@ class VoicemailArbiter:
         return actions
 
     def _contradicted(self, verdict: Verdict) -> bool:
-        """Does the transcript lean against this AMD vote (without having decided yet)?"""
+        """Should this AMD vote wait for the transcript (which does not back it)?
+
+        AMD's known failure modes decide the rule: a person who answers with a long sentence
+        is called a machine (so a "machine" vote waits while the transcript has heard speech
+        with no machine phrase in it), and a short recorded greeting is called a human (so
+        a "human" vote waits while the transcript holds machine phrases).
+        """
         c = self.classifier
+        s = self.settings
         if c.verdict.decided:
             return c.verdict.label != verdict.label
-        lean = self.settings.amd_hold_min_cue_weight
+        m = c.machine_score()
         if verdict.label == "machine":
-            return c.human_score() >= lean and c.machine_score() < c.human_score() + lean
-        return c.machine_score() >= lean + 0.5 and c.human_score() == 0
+            return c.heard_speech and bool(c.text) and m < s.amd_machine_min_phrase_score
+        return m >= s.amd_human_max_phrase_score and m > c.human_score()
 
     def _offer(self, verdict: Verdict, now_ms: float) -> list[Action]:
         s = self.settings
@@ -1208,6 +1272,7 @@ class VoicemailArbiter:
         self.state = "human"
         self._human_ms = now_ms
         self._human_confidence = confidence
+        self._human_method = method
         self._result_reason = reason
         self._person_cue_after_human = False
         actions: list[Action] = [HumanDetected(now_ms, method, confidence, reason)]
@@ -1245,9 +1310,9 @@ class VoicemailArbiter:
         if now_ms > s.late_window_ms:
             overrides = False
         elif verdict.method == "amd":
-            overrides = (
-                self._human_confidence < s.late_amd_max_human_confidence
-                and not self._person_cue_after_human
+            m = self.classifier.machine_score()
+            overrides = self._human_method == "timeout" or (
+                m >= s.late_amd_min_phrase_score and m > self.classifier.human_score()
             )
         else:
             overrides = self._human_confidence < s.late_max_human_confidence or (
