@@ -45,7 +45,9 @@ __all__ = [
     "NullCall",
     "PacedCall",
     "ProcessMeter",
+    "call_sid_for",
     "caller_audio_pcm16",
+    "connected_message",
     "fit_per_hop",
     "load_mulaw_file",
     "machine_info",
@@ -55,6 +57,8 @@ __all__ = [
     "rss_bytes",
     "run_child_levels",
     "run_paced_calls",
+    "start_message",
+    "stop_message",
     "stream_sid_for",
     "summarize_us",
     "write_json",
@@ -241,6 +245,31 @@ def media_message(stream_sid: str, index: int, payload_b64: str) -> str:
         f'{{"event":"media","sequenceNumber":"{index + 2}","streamSid":"{stream_sid}",'
         f'"media":{{"track":"inbound","chunk":"{index + 1}","timestamp":"{index * FRAME_MS}",'
         f'"payload":"{payload_b64}"}}}}'
+    )
+
+
+def connected_message() -> str:
+    """Twilio's first message on a media stream."""
+    return '{"event":"connected","protocol":"Call","version":"1.0.0"}'
+
+
+def start_message(call: int) -> str:
+    """Twilio's ``start`` for call number ``call`` (sequence number 1, mu-law 8 kHz mono)."""
+    sid, call_sid = stream_sid_for(call), call_sid_for(call)
+    return (
+        f'{{"event":"start","sequenceNumber":"1","streamSid":"{sid}","start":{{'
+        f'"streamSid":"{sid}","accountSid":"AC{"0" * 32}","callSid":"{call_sid}",'
+        f'"tracks":["inbound"],"customParameters":{{"call_id":"bench-{call}"}},'
+        f'"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}}}}}}'
+    )
+
+
+def stop_message(call: int, sequence_number: int) -> str:
+    """Twilio's ``stop`` for call number ``call``."""
+    sid, call_sid = stream_sid_for(call), call_sid_for(call)
+    return (
+        f'{{"event":"stop","sequenceNumber":"{sequence_number}","streamSid":"{sid}",'
+        f'"stop":{{"accountSid":"AC{"0" * 32}","callSid":"{call_sid}"}}}}'
     )
 
 

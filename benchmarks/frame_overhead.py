@@ -53,6 +53,7 @@ from _common import (  # the benchmarks folder is not a package
     CallStats,
     NullCall,
     caller_audio_pcm16,
+    connected_message,
     fit_per_hop,
     load_mulaw_file,
     machine_info,
@@ -62,11 +63,19 @@ from _common import (  # the benchmarks folder is not a package
     rss_bytes,
     run_child_levels,
     run_paced_calls,
+    start_message,
+    stop_message,
     stream_sid_for,
     summarize_us,
     write_json,
 )
-from nixflex_engine.frames import Frame, InputAudioFrame, LLMTextFrame, StartFrame
+from nixflex_engine.frames import (
+    Frame,
+    InputAudioFrame,
+    LLMTextFrame,
+    StartFrame,
+    TransportStartedFrame,
+)
 from nixflex_engine.pipeline import (
     FrameDirection,
     FrameProcessor,
@@ -182,17 +191,35 @@ async def run_passthrough(frames: int, hops_list: tuple[int, ...]) -> dict[str, 
 # --- the inbound chain ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class InboundParts:
-    """What the inbound chain is made of, and where each part comes from."""
+class QueueSocket:
+    """The transport's ``MediaSocket``, fed by the paced driver instead of a network.
 
-    parse: Callable[[str], InputAudioFrame | None]
-    make_processors: Callable[[], list[FrameProcessor]]
-    description: dict[str, str]
+    ``put`` is what the network does when a websocket message arrives; the transport's own
+    reader task wakes up in ``receive`` and handles it, exactly as with Starlette's socket.
+    Inbound only: nothing is sent back in this workload.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+
+    def put(self, message: str | bytes | None) -> None:
+        self._queue.put_nowait(message)
+
+    async def receive(self) -> str | bytes | None:
+        return await self._queue.get()
+
+    async def send_text(self, text: str) -> None:
+        return None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        return None
 
 
 def _parse_media_json(text: str) -> InputAudioFrame | None:
-    """Twilio ``media`` text → ``InputAudioFrame`` (json + base64), as the transport does."""
+    """Twilio ``media`` text → ``InputAudioFrame`` (json + base64): used only where the
+    project's Twilio transport is not importable."""
     msg = json.loads(text)
     if msg.get("event") != "media":
         return None
@@ -202,23 +229,44 @@ def _parse_media_json(text: str) -> InputAudioFrame | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class InboundParts:
+    """What the inbound chain is made of, and where each part comes from."""
+
+    transport: type[Any] | None  # TwilioMediaTransport, or None: parse in the driver instead
+    make_processors: Callable[[], list[FrameProcessor]]
+    description: dict[str, str]
+
+
 def inbound_parts() -> InboundParts:
     """The project's inbound processors (imported here, so pass-through runs need none)."""
     from nixflex_engine.processors.codec import MulawDecoder
     from nixflex_engine.processors.vad import VADProcessor
 
+    transport: type[Any] | None
+    try:
+        from nixflex_engine.transports.twilio_media import TwilioMediaTransport
+    except ImportError:
+        transport = None
+        parser = "benchmark json.loads + base64 (the Twilio transport was not importable)"
+    else:
+        transport = TwilioMediaTransport
+        parser = (
+            "nixflex_engine.transports.twilio_media.TwilioInput: its reader task over a "
+            "queue-fed MediaSocket, TwilioMediaProtocol.receive → InputAudioFrame"
+        )
+
     def make() -> list[FrameProcessor]:
         return [MulawDecoder(), VADProcessor()]
 
     return InboundParts(
-        parse=_parse_media_json,
+        transport=transport,
         make_processors=make,
         description={
-            "parser": "benchmark: json.loads + base64 → InputAudioFrame "
-            "(transports/twilio_media.py had not landed)",
+            "input": parser,
             "decoder": "nixflex_engine.processors.codec.MulawDecoder",
             "vad": "nixflex_engine.processors.vad.VADProcessor (webrtcvad, defaults)",
-            "sink": "benchmark TimingSink-style processor, then the task's edge",
+            "sink": "benchmark sink processor, then the PipelineTask's edge",
         },
     )
 
@@ -226,44 +274,74 @@ def inbound_parts() -> InboundParts:
 class InboundSink(FrameProcessor):
     """End of a call's chain: tells the call's stats when each audio frame arrives."""
 
-    __slots__ = ("started", "stats")
+    __slots__ = ("started", "stats", "transport_started")
 
     def __init__(self, stats: CallStats) -> None:
         super().__init__(name="sink")
         self.stats = stats
         self.started = asyncio.Event()
+        self.transport_started = asyncio.Event()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if type(frame) is InputAudioFrame:
             self.stats.arrived(frame.timestamp_ms // FRAME_MS, time.perf_counter())
         elif isinstance(frame, StartFrame):
             self.started.set()
+        elif isinstance(frame, TransportStartedFrame):
+            self.transport_started.set()
         await self.push_frame(frame, direction)
 
 
 class OurCall:
-    """One call: a :class:`PipelineTask` over decoder → VAD → sink, fed parsed Twilio text."""
+    """One call: TwilioInput → MulawDecoder → VADProcessor → sink in a :class:`PipelineTask`.
+
+    The driver's messages go into the call's socket; the transport's reader parses them and
+    pushes the frames down the chain. The call opens with Twilio's ``connected`` and
+    ``start`` and ends with its ``stop`` (the transport then cancels the run).
+    """
 
     def __init__(self, number: int, parts: InboundParts) -> None:
+        self.number = number
         self.stats = CallStats()
-        self._parse = parts.parse
         self._sink = InboundSink(self.stats)
+        self._socket = QueueSocket()
+        self._transport = None if parts.transport is None else parts.transport(self._socket)
+        head = [] if self._transport is None else [self._transport.input()]
         self.task = PipelineTask(
-            Pipeline([*parts.make_processors(), self._sink]), call_id=f"bench-{number}"
+            Pipeline([*head, *parts.make_processors(), self._sink]), call_id=f"bench-{number}"
         )
         self._runner: asyncio.Task[Any] | None = None
+        self._sent = 1  # Twilio's sequence number of the last message (start is 1)
 
     async def start(self) -> None:
         self._runner = asyncio.create_task(self.task.run())
         await self._sink.started.wait()
+        if self._transport is not None:
+            self._socket.put(connected_message())
+            self._socket.put(start_message(self.number))
+            await self._sink.transport_started.wait()
 
     async def feed(self, index: int, text: str) -> None:
-        frame = self._parse(text)
+        self._sent = index + 2
+        if self._transport is not None:
+            self._socket.put(text)
+            return
+        frame = _parse_media_json(text)
         if frame is not None:
             await self.task.queue_frame(frame)
 
     async def stop(self) -> None:
-        await self.task.end("benchmark over")
+        if self._transport is not None:
+            self._socket.put(stop_message(self.number, self._sent + 1))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._wait()), 5.0)
+            except TimeoutError:
+                await self.task.cancel("benchmark over")
+        else:
+            await self.task.end("benchmark over")
+        await self._wait()
+
+    async def _wait(self) -> None:
         if self._runner is not None:
             await self._runner
 
@@ -332,7 +410,7 @@ async def run_inbound(
 
     # Baseline RSS after one throw-away call has run: module imports and one-time lazy
     # allocations (webrtcvad, numpy tables) are not per-call memory.
-    warm = OurCall(-1, parts)
+    warm = OurCall(0, parts)
     await warm.start()
     for i in range(50):
         await warm.feed(i, _media(i, payloads))
@@ -364,6 +442,7 @@ def stage_costs(frames: int = 20000) -> dict[str, float]:
     """CPU µs per 20 ms frame of each inbound stage alone (tight loops, no event loop)."""
     from nixflex_engine.processors.codec import mulaw_to_pcm16
     from nixflex_engine.processors.vad import VoiceActivityDetector
+    from nixflex_engine.transports.twilio_protocol import TwilioMediaProtocol
 
     mulaw, _ = caller_mulaw()
     payloads = mulaw_frames_b64(mulaw)
@@ -372,6 +451,8 @@ def stage_costs(frames: int = 20000) -> dict[str, float]:
     chunks = [mulaw[i * 160 : (i + 1) * 160] for i in range(n)]
     pcms = [mulaw_to_pcm16(c) for c in chunks]
     vad = VoiceActivityDetector()
+    proto = TwilioMediaProtocol()
+    proto.receive(start_message(1))
 
     def cost(fn: Callable[[int], object]) -> float:
         for i in range(min(frames, 500)):
@@ -383,7 +464,8 @@ def stage_costs(frames: int = 20000) -> dict[str, float]:
 
     return {
         "json_loads_us": cost(lambda i: json.loads(texts[i % n])),
-        "parse_to_frame_us": cost(lambda i: _parse_media_json(texts[i % n])),
+        "json_b64_frame_us": cost(lambda i: _parse_media_json(texts[i % n])),
+        "twilio_protocol_receive_us": cost(lambda i: proto.receive(texts[i % n])),
         "mulaw_decode_us": cost(lambda i: mulaw_to_pcm16(chunks[i % n])),
         "vad_detector_us": cost(lambda i: vad.process(pcms[i % n], (i + n) * FRAME_MS)),
     }
