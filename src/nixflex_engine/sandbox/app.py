@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from nixflex_engine.sandbox.fake_anthropic import FakeAnthropic
 from nixflex_engine.sandbox.fake_deepgram import FakeDeepgram
@@ -64,4 +64,12 @@ def build_sandbox_app(
         return JSONResponse({"status": "ok", "routes": mounted})
 
     routes.append(Route("/sandbox/health", health, methods=["GET"]))
-    return Starlette(routes=routes, middleware=[Middleware(AbortHookMiddleware)])
+    return _SandboxApp(routes=routes)
+
+
+class _SandboxApp(Starlette):
+    """Starlette with :class:`AbortHookMiddleware` outermost, where ``send`` is still the
+    server's own for HTTP too (Starlette's error middleware wraps it for HTTP requests)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return AbortHookMiddleware(super().build_middleware_stack())

@@ -309,25 +309,26 @@ def _string_for(name: str, schema: dict[str, Any], transcript: str) -> str:
     low_name = name.lower()
     fmt = schema.get("format")
     if fmt == "email" or "email" in low_name:
-        found = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", transcript)
+        found = re.search(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", transcript)
         return found.group(0) if found else "unknown@example.com"
     if fmt == "date":
         found = re.search(r"\b\d{4}-\d{2}-\d{2}\b", transcript)
         return found.group(0) if found else "1970-01-01"
     if "summary" in low_name:
-        turns = transcript.count("\n") + 1 if transcript else 0
-        last = transcript.strip().splitlines()[-1] if transcript.strip() else ""
+        lines = [ln.strip() for ln in transcript.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else ""
         return (
-            f"The agent and the caller exchanged {turns} messages. "
-            f'The conversation ended with: "{last[:120]}".'
+            f"A call of {len(lines)} transcript line{'s' if len(lines) != 1 else ''}. "
+            f'It ended with: "{last[:120]}".'
         )
     words = [w for w in re.split(r"[_\W]+", low_name) if w]
     if words:
         label = r"\b" + r"\s+".join(map(re.escape, words))
-        pattern = label + r"\s+(?:is|was|are|:)\s+([^.,;!?\n]+)"
-        found = re.search(pattern, transcript, flags=re.IGNORECASE)
+        # "<name words> is X Y": the first word, then any Capitalised ones ("Bob Smith").
+        pattern = f"(?i:{label}\\s+(?:is|was|are|:)\\s+)" + r"([\w'@.+-]+(?:\s+[A-Z][\w'-]*)*)"
+        found = re.search(pattern, transcript)
         if found:
-            return found.group(1).strip()
+            return found.group(1).strip().rstrip(".")
     value = "unknown"
     min_len = int(schema.get("minLength", 0))
     return value + "." * max(0, min_len - len(value))
@@ -550,7 +551,11 @@ class FakeAnthropic:
                         if not abort_connection(request.scope):
                             raise ConnectionAbortedError("injected drop")
                         return
-                await self._sleep_until(first_at + i * gap)
+                # The first token at ttft after the request, the next ones every 1/tokens_per_s
+                # after the first actually left (a stalled loop delays, never bunches, them).
+                await self._sleep_until(
+                    first_at if record.first_token_at is None else record.first_token_at + i * gap
+                )
                 if i == 0:
                     record.first_token_at = time.monotonic()
                 yield _sse(
@@ -595,7 +600,7 @@ class _Plan:
 def _plan(reply: str | ToolReply, body: dict[str, Any]) -> _Plan:
     max_tokens = int(body.get("max_tokens") or 1)
     if isinstance(reply, ToolReply):
-        tool_id = f"toolu_01{hashlib.sha256(reply.name.encode()).hexdigest()[:22]}"
+        tool_id = f"toolu_01{uuid.uuid4().hex[:22]}"
         raw = json.dumps(reply.input)
         pieces = [raw[i : i + 12] for i in range(0, len(raw), 12)]
         stop = "tool_use"

@@ -722,14 +722,16 @@ class _SpeakSession:
                 )
                 continue
             started = time.monotonic()
+            first_sent: float | None = None
             audio = self._audio_for(text)
             bytes_per_ms = 16 if self.linear16 else 8
             chunk = max(1, int(self.settings.chunk_ms * bytes_per_ms))
             speed = self.settings.speed
             for i, off in enumerate(range(0, len(audio), chunk)):
+                # First byte at ttfb after the Flush; then paced from when it actually left.
                 due = started + self.settings.ttfb_ms / 1000
-                if speed > 0:
-                    due += i * self.settings.chunk_ms / speed / 1000
+                if first_sent is not None:
+                    due = first_sent + (i * self.settings.chunk_ms / speed / 1000 if speed else 0)
                 wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -741,7 +743,8 @@ class _SpeakSession:
                         return
                     piece = piece[:left]
                 if i == 0:
-                    self.record.first_byte_at.append(time.monotonic())
+                    first_sent = time.monotonic()
+                    self.record.first_byte_at.append(first_sent)
                 await self._send(piece)
                 self.record.audio_bytes += len(piece)
             await self._send(json.dumps({"type": "Flushed", "sequence_id": seq}))
