@@ -150,6 +150,33 @@ def test_start_needs_start_speech_ms_of_consecutive_speech() -> None:
     assert all(e.start_ms == 320 for e in events)
 
 
+def test_a_60_ms_blip_does_not_start_speech() -> None:
+    _, events = scripted("....111......111.....", start_speech_ms=160)
+    assert events == []
+
+
+def test_stop_ms_trims_webrtcvads_hangover_but_keeps_soft_endings() -> None:
+    def frames(*levels: int) -> list[bytes]:
+        return [np.full(FRAME, v, dtype="<i2").tobytes() for v in levels]
+
+    def stop_of(levels: tuple[int, ...]) -> VADEvent:
+        det = VoiceActivityDetector(start_speech_ms=60, stop_silence_ms=100)
+        det._is_speech = lambda pcm, rate: pcm != bytes(len(pcm))
+        events: list[VADEvent] = []
+        audio = frames(*levels) + [bytes(2 * FRAME)] * 5
+        for i, pcm in enumerate(audio):
+            events += det.process(pcm, 20 * i)
+        assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
+        return events[1]
+
+    # loud speech, then 3 frames webrtcvad still calls speech at -40 dB: trimmed
+    assert stop_of((3000,) * 6 + (30,) * 3) == SpeechStopped(0, 120, 280)
+    # a soft ending 20 dB down is speech: kept
+    assert stop_of((3000,) * 6 + (300,) * 3) == SpeechStopped(0, 180, 280)
+    # the confirming frames alone are never trimmed away
+    assert stop_of((30, 30, 3000)) == SpeechStopped(0, 60, 160)
+
+
 def test_stop_needs_stop_silence_ms_of_consecutive_non_speech() -> None:
     pattern = "11111111" + "....." + "111" + "...............1"
     _, events = scripted(pattern, start_speech_ms=160, stop_silence_ms=300)

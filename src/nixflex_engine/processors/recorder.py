@@ -206,19 +206,17 @@ class TwoChannelRecording:
         """
         n = self.num_frames
         out.write(self.wav_header())
+        # Views on the bytearrays (no copy); they pin the buffers until this returns.
         left = np.frombuffer(self._caller.data, dtype="<i2")
         right = np.frombuffer(self._agent.data, dtype="<i2")
-        try:
-            for start in range(0, n, _BLOCK_FRAMES):
-                stop = min(n, start + _BLOCK_FRAMES)
-                block = np.zeros((stop - start, 2), dtype="<i2")
-                a = left[start:stop]
-                block[: len(a), 0] = a
-                b = right[start:stop]
-                block[: len(b), 1] = b
-                out.write(block.data.cast("B"))
-        finally:
-            del left, right  # release the bytearrays' buffers so they can grow again
+        for start in range(0, n, _BLOCK_FRAMES):
+            stop = min(n, start + _BLOCK_FRAMES)
+            block = np.zeros((stop - start, 2), dtype="<i2")
+            a = left[start:stop]
+            block[: len(a), 0] = a
+            b = right[start:stop]
+            block[: len(b), 1] = b
+            out.write(block.data.cast("B"))
         return 44 + n * 4
 
     def wav_bytes(self) -> bytes:
@@ -257,6 +255,7 @@ class RecorderProcessor(FrameProcessor):
     decodes), :class:`~nixflex_engine.frames.PlayedAudioFrame` (mu-law agent audio placed at
     ``play_at_ms``) and :class:`~nixflex_engine.frames.PlaybackClearedFrame` (drops agent
     audio scheduled after ``at_ms``), in either direction, so it works wherever it sits.
+    Caller audio at another sample rate than ``sample_rate`` is skipped (logged once).
 
     On :class:`~nixflex_engine.frames.EndFrame`, :class:`~nixflex_engine.frames.EndCallFrame`
     or :class:`~nixflex_engine.frames.CancelFrame` (before passing it on) and in
@@ -272,6 +271,7 @@ class RecorderProcessor(FrameProcessor):
         "_now",
         "_pending",
         "_recording_open",
+        "_warned_rate",
         "path",
         "recording",
         "saved_path",
@@ -301,6 +301,7 @@ class RecorderProcessor(FrameProcessor):
         self._recording_open = True
         self._finalizing: asyncio.Future[None] | None = None
         self._now: Callable[[], float] | None = None
+        self._warned_rate = False
 
     @property
     def duration_seconds(self) -> float:
@@ -339,6 +340,15 @@ class RecorderProcessor(FrameProcessor):
 
     def _caller(self, frame: InputAudioFrame) -> None:
         if frame.sample_rate != self.recording.sample_rate:
+            if not self._warned_rate:
+                self._warned_rate = True
+                log_event(
+                    _log,
+                    "recorder.unsupported_sample_rate",
+                    level=logging.WARNING,
+                    call_id=self.call_id,
+                    sample_rate=frame.sample_rate,
+                )
             return
         pcm = frame.pcm
         if pcm is None:

@@ -23,15 +23,18 @@ Hysteresis (both thresholds count *consecutive* 20 ms analysis frames):
 
 Defaults, for 8 kHz phone audio:
 
-- ``aggressiveness=2`` and ``start_speech_ms=160``, chosen together by a sweep over
-  synthetic voiced speech (f0 100-220 Hz, syllable-rate AM, peaks from -30 to -1 dBFS,
-  through mu-law) and white noise (-50 to -26 dBFS): this pair detects every speech level
-  and stays quiet up to about -34 dBFS of noise. Mode 3 misses quiet callers and soft
-  onsets (speech at -20 dBFS peak with f0 100 Hz was never detected); modes 0-1 call
-  -34 dBFS noise speech; with mode 2, ``start_speech_ms=200`` already loses the quietest
-  speech and is 40 ms slower to notice a barge-in, with no gain on noise. 160 ms still
-  rejects clicks, line pops, and webrtcvad's own start-up transient (it calls the first
-  80-100 ms of any non-silent input speech while its noise model adapts).
+- ``aggressiveness=2`` and ``start_speech_ms=160``, chosen by sweeps through mu-law over
+  two kinds of synthetic voiced speech (the sandbox's ``synthesize`` from -41 to -11 dBFS
+  RMS at 90-220 Hz pitch; a harmonic series with 4 Hz syllable AM) and white noise from
+  -55 to -26 dBFS RMS. Mode 2 with 160 ms found every utterance of both kinds down to
+  -37 dBFS RMS (at -41 dBFS it splits some in two) and ignored noise up to -35 dBFS RMS
+  (louder noise is speech to every mode but 3). Mode 3 never found speech at -37 dBFS RMS
+  or below, and drops the onsets of louder speech; modes 0-1 gain nothing on speech and
+  take -34 dBFS noise for speech. With mode 2, 200 ms missed the quietest harmonic speech
+  and is 40 ms slower to notice a barge-in, with no gain on noise. 160 ms still rejects
+  clicks and bursts up to ~80 ms (webrtcvad's hangover stretches a 60 ms burst to 140 ms
+  of "speech"), and webrtcvad's start-up transient (it calls the first 80-100 ms of any
+  non-silent input speech while its noise model adapts). A cough (~250 ms) is speech.
 - ``stop_silence_ms=300`` — webrtcvad itself keeps answering "speech" for up to ~100 ms
   after a voice stops (its hangover, in modes 2-3 at 20 ms frames), so the stop is
   confirmed after ≈400 ms of real silence. Pauses inside an utterance (stop-consonant
@@ -39,8 +42,10 @@ Defaults, for 8 kHz phone audio:
   and it lets the STT finalize early. It is a cue, not the end of the turn: turn taking
   adds its own judgement (transcripts) on top.
 
-``stop_ms`` is trimmed back over that hangover: trailing speech frames 20 dB quieter than
-the loudest of the last ten are taken for silence (computed only when a segment stops).
+``stop_ms`` is trimmed back over that hangover: trailing speech frames 25 dB quieter than
+the loudest of the last ten are taken for silence (computed only when a segment stops). A
+soft ending (a fricative, 20 dB down) is kept; on a line noisier than ~25 dB below the
+voice nothing is trimmed and ``stop_ms`` is up to ~100 ms late.
 
 Gaps in the timestamps (lost packets) count as non-speech; frames from the past (duplicates,
 late reordered frames) are skipped, since the detector must run in arrival order; timestamps
@@ -94,7 +99,7 @@ _log = get_logger(__name__)
 
 _NO_EVENTS: tuple[()] = ()
 _TAIL_FRAMES = 10  # speech frames kept to trim webrtcvad's hangover (it is <= 7 frames)
-_TRIM_POWER_RATIO = 0.01  # a tail frame 20 dB below the loudest recent one is hangover
+_TRIM_POWER_RATIO = 10**-2.5  # a tail frame 25 dB below the loudest recent one: hangover
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +312,7 @@ class VoiceActivityDetector:
 
         After sustained speech webrtcvad keeps answering "speech" for up to 5 frames (modes
         2-3; 7 in modes 0-1) of what is already silence. Those trailing frames are trimmed
-        when they are 20 dB quieter than the loudest of the last speech frames; a quiet
+        when they are 25 dB quieter than the loudest of the last speech frames; a quiet
         caller on a noisy line keeps the untrimmed (later) end.
         """
         tail = self._tail
