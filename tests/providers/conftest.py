@@ -13,6 +13,7 @@ from nixflex_engine.frames import Frame
 from nixflex_engine.pipeline import (
     DOWNSTREAM,
     UPSTREAM,
+    Clock,
     FrameDirection,
     FrameProcessor,
     Pipeline,
@@ -51,13 +52,23 @@ async def sandbox() -> AsyncIterator[Sandbox]:
         yield Sandbox(url, deepgram, anthropic)
 
 
+class ManualClock:
+    """A run clock the test sets by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now_ms(self) -> float:
+        return self.t
+
+
 class Harness:
     """Runs ``processor`` alone in a pipeline task and records every frame leaving it."""
 
-    def __init__(self, processor: FrameProcessor) -> None:
+    def __init__(self, processor: FrameProcessor, clock: Clock | None = None) -> None:
         self.processor = processor
         self.frames: list[tuple[Frame, FrameDirection]] = []
-        self.task = PipelineTask(Pipeline([processor]), call_id="CA-providers")
+        self.task = PipelineTask(Pipeline([processor]), call_id="CA-providers", clock=clock)
         self.task.add_observer(self._seen)
         self._changed = asyncio.Event()
         self._runner: asyncio.Task[Any] | None = None

@@ -20,19 +20,18 @@ from nixflex_engine.processors.codec import pcm16_array_to_mulaw
 from nixflex_engine.processors.stt import (
     AudioBacklog,
     DeepgramSTT,
+    StreamPositions,
     STTSpeechStarted,
     STTSpeechStartedFrame,
     STTTranscript,
-    UtteranceEndFrame,
     _deepgram_event,
     deepgram_environment,
     reconnect_delay_ms,
-    stream_to_run_ms,
 )
 from nixflex_engine.sandbox import speech
 from nixflex_engine.sandbox.fake_deepgram import ListenFault
 
-from .conftest import DG_KEY, Harness, Sandbox
+from .conftest import DG_KEY, Harness, ManualClock, Sandbox
 
 
 def stt(sandbox: Sandbox, **kw: object) -> DeepgramSTT:
@@ -60,7 +59,12 @@ async def stream(h: Harness, audio: bytes, *, every: int = 5) -> None:
 
 
 def finals(h: Harness) -> str:
-    return " ".join(f.text for f in h.down(TranscriptFrame))
+    return " ".join(f.text for f in h.down(TranscriptFrame) if f.text)
+
+
+def utterance_ends(h: Harness) -> list[TranscriptFrame]:
+    """End-of-utterance markers: empty final transcripts flagged speech_final."""
+    return [f for f in h.down(TranscriptFrame) if not f.text and f.speech_final]
 
 
 async def test_transcribes_with_interims_finals_vad_events_and_utterance_end(
@@ -69,9 +73,9 @@ async def test_transcribes_with_interims_finals_vad_events_and_utterance_end(
     proc = stt(sandbox, keyterms=["Acme", "customer service"], model="nova-3")
     async with Harness(proc) as h:
         await stream(h, utterance("hello there how are you", silence_ms=1500))
-        await h.wait_for(lambda: h.down(UtteranceEndFrame))
+        await h.wait_for(lambda: utterance_ends(h))
         assert finals(h) == "hello there how are you"
-        [final] = h.down(TranscriptFrame)
+        final, end = h.down(TranscriptFrame)
         assert final.speech_final and final.confidence > 0.5
         assert final.start_ms < final.end_ms <= final.received_ms
         interims = [f.text for f in h.down(InterimTranscriptFrame)]
@@ -79,7 +83,7 @@ async def test_transcribes_with_interims_finals_vad_events_and_utterance_end(
         assert all(b.startswith(a) for a, b in itertools.pairwise(interims))
         kinds = h.kinds()
         assert kinds.index("STTSpeechStartedFrame") < kinds.index("InterimTranscriptFrame")
-        assert kinds.index("TranscriptFrame") < kinds.index("UtteranceEndFrame")
+        assert end == utterance_ends(h)[0] and end.end_ms <= end.received_ms
         assert len(h.down(STTSpeechStartedFrame)) == 1
         # every caller frame travels on down the chain
         sent = utterance("hello there how are you", 1500)
@@ -92,6 +96,23 @@ async def test_transcribes_with_interims_finals_vad_events_and_utterance_end(
     assert q["utterance_end_ms"] == ["1000"]
     assert q["keyterm"] == ["Acme", "customer service"]
     assert conn.headers["authorization"] == f"Token {DG_KEY}"
+
+
+async def test_transcript_times_are_on_the_run_clock_like_the_vad(sandbox: Sandbox) -> None:
+    clock = ManualClock()
+    text = "see you at noon"
+    audio = utterance(text, silence_ms=500)  # 100 ms of silence, the words, 500 ms of silence
+    async with Harness(stt(sandbox), clock) as h:
+        for n, i in enumerate(range(0, len(audio), 160)):
+            clock.t = 5_000.0 + (n + 1) * 20 + 7  # each frame arrives 7 ms after it ends
+            await h.send(InputAudioFrame(audio=audio[i : i + 160], timestamp_ms=n * 20))
+            await asyncio.sleep(0)
+        await h.wait_for(lambda: finals(h) == text)
+    [final] = [f for f in h.down(TranscriptFrame) if f.text]
+    offset = 5_000.0 + 7  # run = stream + offset, as the VAD's StreamClock maps it
+    assert abs(final.start_ms - (offset + 100)) <= 40
+    assert abs(final.end_ms - (offset + 100 + speech.duration_ms(text))) <= 40
+    assert final.received_ms == clock.t
 
 
 async def test_finalize_when_the_local_vad_hears_the_caller_stop(sandbox: Sandbox) -> None:
@@ -193,10 +214,19 @@ def test_backlog_bounds_releases_and_reads() -> None:
     assert b.start == b.end == 1280 and b.read(0, 10) == (1280, b"")
 
 
-def test_stream_time_maps_onto_the_run_clock() -> None:
-    # 2 s of audio received, the newest at 10 000 ms; the socket started at byte 4000 (0.5 s).
-    at = stream_to_run_ms(4000, 0.25, newest_end=16000, newest_arrival_ms=10_000.0)
-    assert at == 10_000.0 - (16000 - (4000 + 2000)) / 8  # 0.75 s into the audio: 1.25 s ago
+def test_byte_positions_map_onto_the_stream_timeline() -> None:
+    p = StreamPositions()
+    for n in range(50):  # 1 s of contiguous 20 ms frames from stream time 1000
+        p.append(1000 + 20 * n, 160)
+    p.append(3000, 160)  # a 1 s gap in the stream
+    p.append(3020, 160)
+    p.append(3020, 160)  # a repeated timestamp: taken as contiguous
+    assert p.stream_ms(0) == 1000 and p.stream_ms(4000) == 1500 and p.stream_ms(8000) == 3000
+    assert p.stream_ms(8000 + 80) == 3010 and p.stream_ms(8000 + 480) == 3060
+    untimed = StreamPositions()
+    for _ in range(3):
+        untimed.append(0, 160)  # no timestamps at all: bytes are the timeline
+    assert untimed.stream_ms(400) == 50
     assert reconnect_delay_ms(1, base_ms=100, max_ms=1000, jitter=1.0) == 0.0
     assert reconnect_delay_ms(2, base_ms=100, max_ms=1000, jitter=1.0) == 100.0
     assert reconnect_delay_ms(10, base_ms=100, max_ms=1000, jitter=0.0) == 500.0

@@ -16,9 +16,12 @@ Emits (downstream):
   the result answers our ``Finalize`` (``from_finalize``): we sent it because the local VAD
   heard the caller stop, and Deepgram marks such results ``speech_final: false``, so without
   this a turn ended by Finalize would never see an endpoint.
-  :class:`STTSpeechStartedFrame` (Deepgram ``SpeechStarted``) and :class:`UtteranceEndFrame`
-  (Deepgram ``UtteranceEnd``, the noise-robust end of an utterance) — defined here until the
-  lead moves them to ``frames.py``.
+  End of utterance, as ``TranscriptFrame(text="", speech_final=True)`` (the convention
+  ``processors/turns.py`` reads, since ``frames.py`` has no frame for it): for Deepgram's
+  ``UtteranceEnd`` (times = its ``last_word_end``), and for an empty final that is an endpoint
+  (``speech_final``, or the answer to a ``Finalize`` with nothing new: all speech is in).
+  :class:`STTSpeechStartedFrame` (Deepgram ``SpeechStarted``), defined here until the lead
+  moves it to ``frames.py``.
   Errors: bad credentials → ``ErrorFrame(fatal=True)`` (no call can work); a provider down for
   longer than ``reconnect_deadline_ms`` → ``ErrorFrame`` and ``TTSSpeakFrame(apology,
   end_call_reason="error")``, so the agent (whose TTS still works) apologises and hangs up.
@@ -27,11 +30,14 @@ Times
 -----
 Deepgram stamps results in seconds from the start of the audio *it received on that socket*.
 The processor counts caller audio in bytes (mu-law: 1 byte = 1 sample = 1/8 ms); a socket's
-time 0 is the backlog position of the first byte it was sent (after a reconnect, the first
-resent byte). A position ``p`` maps onto the run clock as ``arrival_ms(newest audio) -
-(bytes received after p) / 8``: the caller's audio arrives paced in real time, so audio ``n``
-ms older than the newest frame was spoken ``n`` ms before it arrived. ``received_ms`` is the
-run clock when the result arrived, so ``received_ms - end_ms`` is the STT latency.
+time 0 is the byte position of the first byte it was sent (after a reconnect, the first
+resent byte), so ``position = origin + seconds · 8000``. A position maps onto the **stream
+timeline** (Twilio's ``InputAudioFrame.timestamp_ms``: the first byte of each run of
+contiguous frames is anchored at its frame's timestamp, :class:`StreamPositions`), and from
+there onto the **run clock** with the same
+:class:`~nixflex_engine.processors.timeline.StreamClock` rule as the VAD, so transcript times
+and ``UserStoppedSpeakingFrame.stop_ms`` are directly comparable. ``received_ms`` is the run
+clock when the result arrived, so ``received_ms - end_ms`` is the STT latency.
 
 KeepAlive
 ---------
@@ -82,6 +88,7 @@ from nixflex_engine.frames import (
 )
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.pipeline import FrameDirection, FrameProcessor
+from nixflex_engine.processors.timeline import StreamClock
 
 __all__ = [
     "DEFAULT_STT_APOLOGY",
@@ -95,7 +102,7 @@ __all__ = [
     "STTTranscript",
     "STTUtteranceEnd",
     "SpeechToText",
-    "UtteranceEndFrame",
+    "StreamPositions",
     "deepgram_environment",
 ]
 
@@ -115,14 +122,6 @@ class STTSpeechStartedFrame(SystemFrame):
     """The STT service detected the start of speech at ``at_ms`` (run clock)."""
 
     at_ms: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class UtteranceEndFrame(SystemFrame):
-    """The STT service saw a long enough gap after the last final word, which ended at
-    ``last_word_end_ms`` (run clock): the caller's utterance is over."""
-
-    last_word_end_ms: float = 0.0
 
 
 # --- provider-neutral events and connection --------------------------------------------------
@@ -262,13 +261,41 @@ class AudioBacklog:
         return position, bytes(out[:max_bytes])
 
 
-def stream_to_run_ms(
-    origin: int, stream_s: float, *, newest_end: int, newest_arrival_ms: float
-) -> float:
-    """Map ``stream_s`` seconds of a connection whose audio started at backlog position
-    ``origin`` onto the run clock (see the module docstring)."""
-    position = origin + stream_s * 1000.0 * BYTES_PER_MS
-    return newest_arrival_ms - (newest_end - position) / BYTES_PER_MS
+class StreamPositions:
+    """Byte positions of caller audio → stream time (Twilio ``timestamp_ms``). No I/O.
+
+    Audio is contiguous until a frame's timestamp jumps ahead of where the previous frame ended
+    (a gap in the stream); each contiguous run is one segment. Timestamps that do not advance
+    (none given, or a repeat) are taken as contiguous.
+    """
+
+    __slots__ = ("_end", "_expected_ms", "_segments")
+
+    _MAX_SEGMENTS = 256
+
+    def __init__(self) -> None:
+        self._segments: deque[tuple[int, float]] = deque(maxlen=self._MAX_SEGMENTS)
+        self._end = 0
+        self._expected_ms: float | None = None
+
+    def append(self, timestamp_ms: float, nbytes: int) -> None:
+        """The next ``nbytes`` of audio start at stream time ``timestamp_ms``."""
+        if self._expected_ms is None or timestamp_ms > self._expected_ms + 1.0:
+            self._segments.append((self._end, float(timestamp_ms)))
+            self._expected_ms = float(timestamp_ms)
+        self._end += nbytes
+        self._expected_ms += nbytes / BYTES_PER_MS
+
+    def stream_ms(self, position: float) -> float:
+        """Stream time of byte ``position`` (extrapolated past the ends)."""
+        if not self._segments:
+            return position / BYTES_PER_MS
+        start, ts = self._segments[0]
+        for seg_start, seg_ts in self._segments:
+            if seg_start > position:
+                break
+            start, ts = seg_start, seg_ts
+        return ts + (position - start) / BYTES_PER_MS
 
 
 def reconnect_delay_ms(attempt: int, *, base_ms: float, max_ms: float, jitter: float) -> float:
@@ -311,7 +338,8 @@ class SpeechToText(FrameProcessor):
         self._backlog = AudioBacklog(max(1, int(max_backlog_ms * BYTES_PER_MS)))
         self._conn: STTConnection | None = None
         self._origin = 0
-        self._newest_arrival_ms = 0.0
+        self._positions = StreamPositions()
+        self._clock = StreamClock()
         self._last_sent_ms = 0.0
         self._finalize_pending = False
         self._closing = False
@@ -341,7 +369,7 @@ class SpeechToText(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, InputAudioFrame):
             await self.push_frame(frame, direction)
-            await self._on_audio(frame.audio)
+            await self._on_audio(frame.audio, frame.timestamp_ms)
             return
         if isinstance(frame, StartFrame) and not self._started:
             self._started = True
@@ -358,10 +386,11 @@ class SpeechToText(FrameProcessor):
         self._closing = True
         self._conn = None
 
-    async def _on_audio(self, audio: bytes) -> None:
+    async def _on_audio(self, audio: bytes, timestamp_ms: float) -> None:
+        self._positions.append(timestamp_ms, len(audio))
         self._backlog.append(audio)
         now = self.now_ms()
-        self._newest_arrival_ms = now
+        self._clock.observe(self._positions.stream_ms(self._backlog.end), now)
         conn = self._conn
         if conn is None:
             return
@@ -502,13 +531,12 @@ class SpeechToText(FrameProcessor):
             await conn.send_audio(data)
             position = start + len(data)
 
-    def _run_ms(self, stream_s: float) -> float:
-        return stream_to_run_ms(
-            self._origin,
-            stream_s,
-            newest_end=self._backlog.end,
-            newest_arrival_ms=self._newest_arrival_ms,
-        )
+    def _run_ms(self, socket_s: float) -> float:
+        """Run-clock time of ``socket_s`` seconds into the current connection's audio."""
+        if not self._clock.anchored:
+            return self.now_ms()
+        position = self._origin + socket_s * 1000.0 * BYTES_PER_MS
+        return self._clock.to_run(self._positions.stream_ms(position))
 
     async def _on_event(self, event: STTEvent) -> None:
         if isinstance(event, STTTranscript):
@@ -517,13 +545,14 @@ class SpeechToText(FrameProcessor):
                     self._backlog.release_before(
                         self._origin + int(event.window_end_s * 1000 * BYTES_PER_MS)
                     )
-                if event.text:
+                endpoint = event.speech_final or event.from_finalize
+                if event.text or endpoint:
                     await self.push_frame(
                         TranscriptFrame(
                             text=event.text,
                             start_ms=self._run_ms(event.start_s),
                             end_ms=self._run_ms(event.end_s),
-                            speech_final=event.speech_final or event.from_finalize,
+                            speech_final=endpoint,
                             confidence=event.confidence,
                             received_ms=self.now_ms(),
                         )
@@ -540,8 +569,16 @@ class SpeechToText(FrameProcessor):
         elif isinstance(event, STTSpeechStarted):
             await self.push_frame(STTSpeechStartedFrame(at_ms=self._run_ms(event.timestamp_s)))
         else:
+            at = self._run_ms(event.last_word_end_s)
             await self.push_frame(
-                UtteranceEndFrame(last_word_end_ms=self._run_ms(event.last_word_end_s))
+                TranscriptFrame(
+                    text="",
+                    start_ms=at,
+                    end_ms=at,
+                    speech_final=True,
+                    confidence=0.0,
+                    received_ms=self.now_ms(),
+                )
             )
 
 
