@@ -51,7 +51,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +88,12 @@ _NET0001 = (
 )
 _WHITESPACE = frozenset(b" \t\r\n")
 _STT_GAP_MS = 30.0
+_AUDIO_CACHE_SIZE = 256
+
+
+def _render(text: str, pitch_hz: float, linear16: bool) -> bytes:
+    pcm = speech.synthesize(text, pitch_hz=pitch_hz)
+    return pcm.astype("<i2").tobytes() if linear16 else pcm16_array_to_mulaw(pcm)
 
 
 @dataclass(slots=True)
@@ -223,6 +230,21 @@ class FakeDeepgram:
         self.speak_faults: deque[SpeakFault] = deque()
         self.listen_log: list[ListenRecord] = []
         self.speak_log: list[SpeakRecord] = []
+        self._audio_cache: OrderedDict[tuple[str, float, bool], bytes] = OrderedDict()
+
+    async def render(self, text: str, *, linear16: bool = False) -> bytes:
+        """The TTS audio for ``text`` (mu-law, or linear16), synthesized off the event loop
+        and kept in a small per-fake LRU cache (agents repeat themselves)."""
+        key = (text, self.speak_settings.pitch_hz, linear16)
+        audio = self._audio_cache.get(key)
+        if audio is None:
+            audio = await asyncio.to_thread(_render, text, key[1], linear16)
+            self._audio_cache[key] = audio
+            while len(self._audio_cache) > _AUDIO_CACHE_SIZE:
+                self._audio_cache.popitem(last=False)
+        else:
+            self._audio_cache.move_to_end(key)
+        return audio
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -294,7 +316,7 @@ class FakeDeepgram:
         await ws.accept(headers=[(b"dg-request-id", request_id.encode())])
         record = SpeakRecord(request_id, _query(ws), dict(ws.headers))
         self.speak_log.append(record)
-        session = _SpeakSession(ws, record, self.speak_settings, fault)
+        session = _SpeakSession(ws, record, self.speak_settings, fault, self.render)
         log_event(_log, "fake_deepgram.speak.open", request_id=request_id)
         await session.run()
         log_event(_log, "fake_deepgram.speak.closed", request_id=request_id)
@@ -676,7 +698,9 @@ class _SpeakSession:
         record: SpeakRecord,
         settings: SpeakSettings,
         fault: SpeakFault | None,
+        render: Callable[..., Awaitable[bytes]],
     ) -> None:
+        self.render = render
         self.ws = ws
         self.record = record
         self.settings = settings
@@ -696,12 +720,6 @@ class _SpeakSession:
                 await self.ws.send_bytes(payload)
             else:
                 await self.ws.send_text(payload)
-
-    def _audio_for(self, text: str) -> bytes:
-        pcm = speech.synthesize(text, pitch_hz=self.settings.pitch_hz)
-        if self.linear16:
-            return pcm.astype("<i2").tobytes()
-        return pcm16_array_to_mulaw(pcm)
 
     async def _work(self) -> None:
         while True:
@@ -723,7 +741,7 @@ class _SpeakSession:
                 continue
             started = time.monotonic()
             first_sent: float | None = None
-            audio = self._audio_for(text)
+            audio = await self.render(text, linear16=self.linear16)
             bytes_per_ms = 16 if self.linear16 else 8
             chunk = max(1, int(self.settings.chunk_ms * bytes_per_ms))
             speed = self.settings.speed

@@ -100,6 +100,7 @@ _TONE_HZ = np.array(
     dtype=np.float64,
 )
 _TONE_BIN = (_TONE_HZ / _BIN_HZ).astype(np.int64)
+_TONE_BIN_FLAT = _TONE_BIN.reshape(-1)
 _BAND = (int(850 / _BIN_HZ), int(3300 / _BIN_HZ) + 1)
 _HANN = np.hanning(WINDOW_SAMPLES + 2)[1:-1]
 _MIN_RUN_WINDOWS = 3
@@ -252,22 +253,44 @@ class _Window:
     start: int
     parity: int
     energy: npt.NDArray[np.float64]  # (groups, choices) energies of that parity's tones
+    strength: float  # energy of its strongest tone per group, summed
 
 
-def _analyse(
-    signal: npt.NDArray[np.float64], hops: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Per hop: RMS of its 80 new samples, band power and tone powers of the 40 ms window
-    ending with it. ``signal`` is the 240 samples before the first hop, then the hops."""
-    frames = np.lib.stride_tricks.sliding_window_view(signal, WINDOW_SAMPLES)[::HOP_SAMPLES]
-    frames = frames[:hops]
-    new = frames[:, WINDOW_SAMPLES - HOP_SAMPLES :]
-    rms = np.sqrt(np.mean(new * new, axis=1))
+@dataclass(slots=True)
+class _Analysis:
+    """Per hop (vectorised over a chunk): the 10 ms hop's RMS, and the classification of the
+    40 ms window ending with it."""
+
+    rms: list[float]
+    valid: list[bool]  # holds a clear chord of one parity
+    parity: list[int]
+    chosen: npt.NDArray[np.float64]  # (hops, groups, choices) tone energies of that parity
+    strength: list[float]
+
+
+def _analyse(signal: npt.NDArray[np.float64], hops: int, band_floor: float) -> _Analysis:
+    """``signal`` is the 240 samples before the first hop, then the hops."""
+    signal = np.ascontiguousarray(signal)
+    step = signal.strides[0]
+    frames = np.lib.stride_tricks.as_strided(
+        signal, shape=(hops, WINDOW_SAMPLES), strides=(HOP_SAMPLES * step, step), writeable=False
+    )
+    hop_power = np.square(signal[WINDOW_SAMPLES - HOP_SAMPLES :]).reshape(hops, HOP_SAMPLES)
+    rms = np.sqrt(hop_power.mean(axis=1))
     spectrum = np.fft.rfft(frames * _HANN, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
-    bands = power[:, _BAND[0] : _BAND[1]].sum(axis=1)
-    tones = power[:, _TONE_BIN]  # (hops, g, d, p)
-    return rms, bands, tones
+    band = power[:, _BAND[0] : _BAND[1]].sum(axis=1)
+    tones = power[:, _TONE_BIN_FLAT].reshape(hops, _GROUPS, _CHOICES, 2)
+    per_parity = tones.max(axis=2).sum(axis=1)  # (hops, p)
+    parity = per_parity.argmax(axis=1)
+    rows = np.arange(hops)
+    selected = per_parity[rows, parity]
+    total = tones.sum(axis=(1, 2, 3))
+    valid = (
+        (band > band_floor) & (selected >= _SHARE_MIN * band) & (selected >= _PARITY_MIN * total)
+    )
+    chosen = tones[rows, :, :, parity]  # (hops, g, d)
+    return _Analysis(rms.tolist(), valid.tolist(), parity.tolist(), chosen, selected.tolist())
 
 
 class SpeechDecoder:
@@ -333,9 +356,9 @@ class SpeechDecoder:
         if hops == 0:
             return events
         usable = self._pending[: hops * HOP_SAMPLES]
-        rms, bands, tones = _analyse(np.concatenate([self._tail[HOP_SAMPLES:], usable]), hops)
+        a = _analyse(np.concatenate([self._tail[HOP_SAMPLES:], usable]), hops, self._band_floor)
         for i in range(hops):
-            self._hop(float(rms[i]), float(bands[i]), tones[i], events)
+            self._hop(a.rms[i], a.valid[i], a.parity[i], a.chosen[i], a.strength[i], events)
         self._tail = np.concatenate([self._tail, usable])[-WINDOW_SAMPLES:]
         self._pending = self._pending[hops * HOP_SAMPLES :]
         return events
@@ -349,8 +372,9 @@ class SpeechDecoder:
         if self._pending.size:
             # Analyse the partial hop padded with silence, without consuming it.
             hop = np.concatenate([self._pending, np.zeros(HOP_SAMPLES - len(self._pending))])
-            _, bands, tones = _analyse(np.concatenate([self._tail[HOP_SAMPLES:], hop]), 1)
-            self._window(self._position + HOP_SAMPLES, float(bands[0]), tones[0], events)
+            a = _analyse(np.concatenate([self._tail[HOP_SAMPLES:], hop]), 1, self._band_floor)
+            end = self._position + HOP_SAMPLES
+            self._window(end, a.valid[0], a.parity[0], a.chosen[0], a.strength[0], events)
         if self._run:
             self._consumed_parity = self._run[-1].parity
             self._close_run(events)
@@ -367,7 +391,13 @@ class SpeechDecoder:
     # -- internals
 
     def _hop(
-        self, rms: float, band: float, tones: npt.NDArray[np.float64], events: list[DecoderEvent]
+        self,
+        rms: float,
+        valid: bool,
+        parity: int,
+        chosen: npt.NDArray[np.float64],
+        strength: float,
+        events: list[DecoderEvent],
     ) -> None:
         start = self._position
         self._position += HOP_SAMPLES
@@ -379,7 +409,7 @@ class SpeechDecoder:
                 events.append(ActivityStarted(start))
             self._last_active_end = start + HOP_SAMPLES
             self._silent_samples = 0
-        if not self._window(self._position, band, tones, events):
+        if not self._window(self._position, valid, parity, chosen, strength, events):
             self._consumed_parity = None
         if not active and self._in_activity:
             self._silent_samples += HOP_SAMPLES
@@ -391,20 +421,16 @@ class SpeechDecoder:
                 events.append(ActivityEnded(self._last_active_end))
 
     def _window(
-        self, end: int, band: float, tones: npt.NDArray[np.float64], events: list[DecoderEvent]
+        self,
+        end: int,
+        valid: bool,
+        parity: int,
+        chosen: npt.NDArray[np.float64],
+        strength: float,
+        events: list[DecoderEvent],
     ) -> bool:
-        """Classify the window ending at sample ``end``; False if it holds no symbol."""
-        best = tones.max(axis=1)  # (g, p)
-        per_parity = best.sum(axis=0)  # (p,)
-        parity = int(np.argmax(per_parity))
-        selected = float(per_parity[parity])
-        valid = (
-            self._in_activity
-            and band > self._band_floor
-            and selected >= _SHARE_MIN * band
-            and selected >= _PARITY_MIN * float(tones.sum())
-        )
-        if not valid:
+        """Take the window ending at sample ``end``; False if it holds no symbol."""
+        if not (valid and self._in_activity):
             if self._run:
                 self._close_run(events)
             return False
@@ -414,7 +440,7 @@ class SpeechDecoder:
             self._consumed_parity = None
         if self._run and self._run[-1].parity != parity:
             self._close_run(events)
-        self._run.append(_Window(end - WINDOW_SAMPLES, parity, tones[:, :, parity].copy()))
+        self._run.append(_Window(end - WINDOW_SAMPLES, parity, chosen, strength))
         return True
 
     def _close_run(self, events: list[DecoderEvent]) -> None:
@@ -423,7 +449,7 @@ class SpeechDecoder:
             return
         # Two symbols of one parity back to back (e.g. two utterances concatenated with no gap)
         # form one long run; split it by its energy-weighted length (≈ 6.3 windows a symbol).
-        strength = np.array([float(w.energy.max(axis=1).sum()) for w in run])
+        strength = np.array([w.strength for w in run])
         weight = float(np.minimum(strength / max(float(np.median(strength)), 1e-12), 1.0).sum())
         count = max(1, round(weight / _WINDOWS_PER_SYMBOL))
         first = run[0].start + WINDOW_SAMPLES // 2 - HOP_SAMPLES // 2
