@@ -18,7 +18,7 @@ from nixflex_engine.frames import (
     TTSStoppedFrame,
     TTSTextFrame,
 )
-from nixflex_engine.processors.tts import ChunkSequencer, DeepgramTTS, _Reply
+from nixflex_engine.processors.tts import ChunkSequencer, DeepgramTTS, FlushBudget, _Reply
 from nixflex_engine.sandbox import speech
 from nixflex_engine.sandbox.fake_anthropic import split_tokens
 from nixflex_engine.sandbox.fake_deepgram import SpeakFault
@@ -198,6 +198,34 @@ async def test_socket_failure_mid_reply_reconnects_and_finishes(sandbox: Sandbox
         assert not h.up(ErrorFrame)
     first, second = sandbox.deepgram.speak_log
     assert first.dropped and second.texts == ["Second one follows.", "Third comes last."]
+
+
+async def test_over_the_flush_budget_later_chunks_are_merged(sandbox: Sandbox) -> None:
+    proc = tts(sandbox, min_sentence_chars=1, max_flushes_per_minute=3)
+    text = "One is here. Two is here. Three is here. Four is here. Five is here."
+    async with Harness(proc) as h:
+        await h.wait_for(lambda: proc.connected)
+        await reply(h, text)
+        await h.wait_for(lambda: h.down(TTSStoppedFrame))
+        chunks = [f.text for f in h.down(TTSTextFrame)]
+        ids = check_chunk_structure(agent_frames(h))
+        assert [speech.decode_text(audio_of(h, i)) for i in ids] == chunks
+    assert chunks == [
+        "One is here.",
+        "Two is here.",
+        "Three is here.",
+        "Four is here. Five is here.",
+    ]
+    assert sandbox.deepgram.speak_log[0].controls.count("Flush") == 4
+
+
+def test_flush_budget_is_a_sliding_window() -> None:
+    b = FlushBudget(2, window_ms=1000)
+    assert b.available(0)
+    b.spend(0)
+    b.spend(500)
+    assert not b.available(999)
+    assert b.available(1000)
 
 
 async def test_tts_down_after_one_retry_is_fatal(sandbox: Sandbox) -> None:

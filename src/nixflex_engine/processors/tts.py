@@ -23,8 +23,11 @@ Each chunk is sent as ``Speak`` followed by its own ``Flush``. Deepgram synthesi
 Flush releases, so flushing once per reply would hold the first audio until the LLM finished;
 flushing per chunk gets the first clause speaking while the LLM still streams. It also gives
 the chunk ↔ audio mapping on one socket: audio comes back in order, and each ``Flushed``
-(``sequence_id`` = the n-th Flush on that socket) closes one chunk. Deepgram allows ~20
-Flushes a minute (then warns); the chunker keeps later chunks sentence-sized for that reason.
+(``sequence_id`` = the n-th Flush on that socket) closes one chunk. Deepgram allows 20
+Flushes a minute (then warns), so later chunks are sentence-sized, and once
+``max_flushes_per_minute`` Flushes were sent in the last 60 s (:class:`FlushBudget`), a
+reply's chunks after its first are merged and flushed together at the next chunk the budget
+allows, or at the end of the reply (the first chunk of a reply always goes at once).
 
 Barge-in
 --------
@@ -91,6 +94,7 @@ from nixflex_engine.processors.text import SentenceChunker
 __all__ = [
     "ChunkSequencer",
     "DeepgramTTS",
+    "FlushBudget",
     "TTSAudio",
     "TTSAuthError",
     "TTSCleared",
@@ -169,6 +173,8 @@ class _Reply:
     survives_interruption: bool = False
     created_ms: float | None = None  # when its first chunk was ready
     started: bool = False
+    chunks: int = 0  # chunks queued so far
+    held: str = ""  # text waiting for Flush budget
 
 
 @dataclass(slots=True, eq=False)
@@ -324,6 +330,27 @@ class ChunkSequencer:
         return out
 
 
+class FlushBudget:
+    """At most ``max_flushes`` Flushes in any ``window_ms``: a sliding window of send times."""
+
+    __slots__ = ("_sent", "max_flushes", "window_ms")
+
+    def __init__(self, max_flushes: int, window_ms: float = 60_000.0) -> None:
+        self.max_flushes = max_flushes
+        self.window_ms = window_ms
+        self._sent: deque[float] = deque()
+
+    def available(self, now_ms: float) -> bool:
+        """Whether one more Flush now stays within the budget."""
+        while self._sent and self._sent[0] <= now_ms - self.window_ms:
+            self._sent.popleft()
+        return len(self._sent) < self.max_flushes
+
+    def spend(self, now_ms: float) -> None:
+        """A Flush was sent at ``now_ms``."""
+        self._sent.append(now_ms)
+
+
 def _speakable(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
@@ -343,6 +370,7 @@ class TextToSpeech(FrameProcessor):
         min_sentence_chars: int = 20,
         max_chunk_chars: int = 300,
         max_reconnects: int = 1,
+        max_flushes_per_minute: int = 20,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -354,6 +382,7 @@ class TextToSpeech(FrameProcessor):
             "max_chunk_chars": max_chunk_chars,
         }
         self.max_reconnects = max_reconnects
+        self._budget = FlushBudget(max_flushes_per_minute)
         self._chunker = SentenceChunker(**self._chunker_args)
         self._seqr = ChunkSequencer(processor=self.name)
         self._reply: _Reply | None = None
@@ -419,6 +448,7 @@ class TextToSpeech(FrameProcessor):
             return
         for chunk in self._chunker.flush():
             await self._send_chunk(chunk, reply)
+        await self._send_held(reply)
         if self._chunker.take_end_call():
             reply.end_call_reason = EndReason.AGENT_HANGUP.value
         await self._emit(self._seqr.end_reply(reply))
@@ -432,6 +462,7 @@ class TextToSpeech(FrameProcessor):
         chunker = SentenceChunker(**self._chunker_args)
         for chunk in [*chunker.push(frame.text), *chunker.flush()]:
             await self._send_chunk(chunk, reply)
+        await self._send_held(reply)
         if chunker.end_call and reply.end_call_reason is None:
             reply.end_call_reason = EndReason.AGENT_HANGUP.value
         await self._emit(self._seqr.end_reply(reply))
@@ -439,6 +470,21 @@ class TextToSpeech(FrameProcessor):
     async def _send_chunk(self, text: str, reply: _Reply) -> None:
         if not _speakable(text):
             return
+        if reply.held:
+            text = f"{reply.held} {text}"
+        if reply.chunks and not self._budget.available(self.now_ms()):
+            reply.held = text  # over the Flush budget: merge with what follows
+            return
+        reply.held = ""
+        await self._queue_chunk(text, reply)
+
+    async def _send_held(self, reply: _Reply) -> None:
+        text, reply.held = reply.held, ""
+        if text:
+            await self._queue_chunk(text, reply)
+
+    async def _queue_chunk(self, text: str, reply: _Reply) -> None:
+        reply.chunks += 1
         unit = self._seqr.add_chunk(text, reply, self.now_ms())
         conn = self._conn
         if conn is None:
@@ -458,6 +504,7 @@ class TextToSpeech(FrameProcessor):
     async def _send_unit(self, conn: TTSConnection, unit: _Unit) -> None:
         await conn.send_text(unit.text)
         await conn.flush()
+        self._budget.spend(self.now_ms())
         self._seqr.mark_sent(unit)
 
     async def _interrupt(self) -> list[str]:
@@ -629,6 +676,7 @@ class DeepgramTTS(TextToSpeech):
         min_sentence_chars: int = 20,
         max_chunk_chars: int = 300,
         max_reconnects: int = 1,
+        max_flushes_per_minute: int = 20,
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -638,6 +686,7 @@ class DeepgramTTS(TextToSpeech):
             min_sentence_chars=min_sentence_chars,
             max_chunk_chars=max_chunk_chars,
             max_reconnects=max_reconnects,
+            max_flushes_per_minute=max_flushes_per_minute,
             name=name,
         )
         self.voice = voice
