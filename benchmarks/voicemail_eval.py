@@ -39,7 +39,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +63,25 @@ from nixflex_engine.processors.voicemail_rules import (
 CASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "voicemail_cases.jsonl"
 SR = 8000
 FRAME_MS = 20
-VAD_START_MS = 60
-VAD_STOP_MS = 250
-INTERIM_EVERY_MS = 400
-STT_LATENCY_MS = 250
-FINAL_LATENCY_MS = 400
 TAIL_MS = 4000
 MAX_MS = 40000
 SHORT_GREETING_MS = 1600  # "Hello?"-like: all speech before the opener lasted this or less
 
 Case = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """Latencies of the chain the replay assumes (ms)."""
+
+    vad_start_ms: int = 60
+    vad_stop_ms: int = 250
+    interim_every_ms: int = 400
+    stt_latency_ms: int = 250
+    final_latency_ms: int = 400
+
+
+DEFAULT_REPLAY = ReplayConfig()
 
 
 # ================================================================================ audio
@@ -189,10 +198,10 @@ def utterances(case: Case) -> list[dict[str, Any]]:
     return [e for e in case["events"] if e["type"] == "utterance"]
 
 
-def vad_regions(case: Case) -> list[tuple[float, float]]:
+def vad_regions(case: Case, cfg: ReplayConfig = DEFAULT_REPLAY) -> list[tuple[float, float]]:
     regions: list[list[float]] = []
     for u in utterances(case):
-        if regions and u["start_ms"] - regions[-1][1] < VAD_STOP_MS:
+        if regions and u["start_ms"] - regions[-1][1] < cfg.vad_stop_ms:
             regions[-1][1] = u["end_ms"]
         else:
             regions.append([u["start_ms"], u["end_ms"]])
@@ -208,22 +217,24 @@ def horizon_ms(case: Case) -> int:
     return int(min(MAX_MS, last + TAIL_MS))
 
 
-def input_events(case: Case) -> list[Ev]:
+def input_events(case: Case, cfg: ReplayConfig = DEFAULT_REPLAY) -> list[Ev]:
     """Everything but audio: VAD, STT interim/final, AMD — at their arrival times."""
     evs: list[Ev] = []
-    for start, end in vad_regions(case):
-        evs.append(Ev(start + VAD_START_MS, 1, "speech_started", {"start_ms": start}))
-        evs.append(Ev(end + VAD_STOP_MS, 1, "speech_stopped", {"start_ms": start, "end_ms": end}))
+    for start, end in vad_regions(case, cfg):
+        evs.append(Ev(start + cfg.vad_start_ms, 1, "speech_started", {"start_ms": start}))
+        evs.append(
+            Ev(end + cfg.vad_stop_ms, 1, "speech_stopped", {"start_ms": start, "end_ms": end})
+        )
     for u in utterances(case):
         words = u["text"].split()
         span = u["end_ms"] - u["start_ms"]
-        t = u["start_ms"] + INTERIM_EVERY_MS
+        t = u["start_ms"] + cfg.interim_every_ms
         while t < u["end_ms"] and words:
             k = int(len(words) * (t - u["start_ms"]) / span)
             if k > 0:
                 evs.append(
                     Ev(
-                        t + STT_LATENCY_MS,
+                        t + cfg.stt_latency_ms,
                         2,
                         "transcript",
                         {
@@ -234,10 +245,10 @@ def input_events(case: Case) -> list[Ev]:
                         },
                     )
                 )
-            t += INTERIM_EVERY_MS
+            t += cfg.interim_every_ms
         evs.append(
             Ev(
-                u["end_ms"] + FINAL_LATENCY_MS,
+                u["end_ms"] + cfg.final_latency_ms,
                 2,
                 "transcript",
                 {
@@ -503,7 +514,11 @@ def load_cases(path: Path = CASES) -> list[Case]:
 
 
 def evaluate(
-    cases: Iterable[Case], settings: ArbiterSettings | None = None, *, leave_message: bool = True
+    cases: Iterable[Case],
+    settings: ArbiterSettings | None = None,
+    *,
+    leave_message: bool = True,
+    cfg: ReplayConfig = DEFAULT_REPLAY,
 ) -> Report:
     settings = settings or ArbiterSettings()
     timing = Timing()
@@ -520,9 +535,9 @@ def evaluate(
         horizon = horizon_ms(case)
         audio = synth_case_audio(case, horizon)
         beeps = beep_events(case, audio, timing)
-        evs = input_events(case) + beeps
+        evs = input_events(case, cfg) + beeps
         outs = {
-            "transcript": replay_transcript(input_events(case), horizon, settings),
+            "transcript": replay_transcript(input_events(case, cfg), horizon, settings),
             "beep": replay_beep(beeps),
             "amd": replay_amd(case),
             "combined": replay_arbiter(case, evs, horizon, "hangup", settings, timing),
@@ -601,11 +616,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cases", type=Path, default=CASES)
     p.add_argument("--json", action="store_true")
     p.add_argument("--errors", action="store_true", help="list misclassified cases")
+    p.add_argument(
+        "--interim-ms",
+        type=int,
+        default=DEFAULT_REPLAY.interim_every_ms,
+        help="STT interim cadence (ms of audio between interim results)",
+    )
+    p.add_argument("--stt-latency-ms", type=int, default=DEFAULT_REPLAY.stt_latency_ms)
+    p.add_argument("--vad-stop-ms", type=int, default=DEFAULT_REPLAY.vad_stop_ms)
     args = p.parse_args(argv)
-    rep = evaluate(load_cases(args.cases))
+    cfg = ReplayConfig(
+        vad_stop_ms=args.vad_stop_ms,
+        interim_every_ms=args.interim_ms,
+        stt_latency_ms=args.stt_latency_ms,
+    )
+    rep = evaluate(load_cases(args.cases), cfg=cfg)
     if args.json:
-        print(json.dumps(rep.as_dict(), indent=2))
+        print(json.dumps({"replay": asdict(cfg), **rep.as_dict()}, indent=2))
     else:
+        print(f"replay: {cfg}")
         print_report(rep, args.errors)
     return 0
 
