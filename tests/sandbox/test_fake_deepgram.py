@@ -327,3 +327,25 @@ async def test_speak_faults_drop_mid_stream_and_warning(sandbox: Sandbox) -> Non
         msgs = [await tts.recv(), await tts.recv()]
         await tts.send_close()
     assert [m.type for m in msgs] == ["Metadata", "Warning"]
+
+
+async def test_linear16_audio_split_at_odd_byte_boundaries(sandbox: Sandbox) -> None:
+    pcm = np.concatenate([sp.synthesize("linear sixteen"), sp.silence(400)]).astype("<i2")
+    raw = pcm.tobytes()
+    client = sandbox.deepgram_client()
+    async with client.listen.v1.connect(
+        **{**LISTEN, "encoding": "linear16", "interim_results": False}
+    ) as stt:
+        for i in range(0, len(raw), 333):  # odd sizes: samples split across frames
+            await stt.send_media(raw[i : i + 333])
+        await stt.send_close_stream()
+        msgs = [m async for m in stt]
+    assert [text(m) for m in results(msgs) if m.is_final] == ["linear sixteen"]
+
+
+async def test_unsupported_audio_format_is_refused(sandbox: Sandbox) -> None:
+    client = sandbox.deepgram_client()
+    with pytest.raises(ApiError) as err:
+        async with client.listen.v1.connect(**{**LISTEN, "sample_rate": 16000}):
+            pass
+    assert err.value.status_code == 400
