@@ -274,6 +274,21 @@ def test_sequencer_ignores_the_socket_until_cleared() -> None:
     assert s.idle
 
 
+def test_sequencer_recovers_when_a_cleared_never_comes() -> None:
+    s = ChunkSequencer()
+    old = s.add_chunk("Old.", _Reply(turn=1), 0.0)
+    s.mark_sent(old)  # Flush 0
+    s.interrupt(clearing=True)
+    r = _Reply(turn=2)
+    new = s.add_chunk("New.", r, 1.0)
+    s.mark_sent(new)  # Flush 1
+    s.end_reply(r)
+    assert s.on_flushed(0) == [] and s.clearing  # the cleared chunk's Flushed: ignored
+    out = s.on_flushed(1)  # Flush 1 done: the Clear was, too
+    assert not s.clearing and [type(f).__name__ for f in out] == []  # no audio: no mark
+    assert s.idle
+
+
 def test_sequencer_skips_a_flush_that_never_came_back() -> None:
     s = ChunkSequencer()
     r = _Reply(turn=None, end_call_reason="agent_hangup")

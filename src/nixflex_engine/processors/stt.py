@@ -408,8 +408,11 @@ class SpeechToText(FrameProcessor):
             )
 
     async def _finalize(self) -> None:
+        if self._backlog.end <= self._backlog.start:
+            return  # everything is final already
         conn = self._conn
-        if conn is None or self._backlog.end <= self._backlog.start:
+        if conn is None:
+            self._finalize_pending = True  # sent once the backlog is resent
             return
         with contextlib.suppress(Exception):
             await conn.finalize()
@@ -454,6 +457,9 @@ class SpeechToText(FrameProcessor):
                     await self._resend(conn)
                     if self._closing:
                         return
+                    if self._finalize_pending:
+                        self._finalize_pending = False
+                        await conn.finalize()
                     self._conn = conn
                     self._last_sent_ms = self.now_ms()
                     if attempt:

@@ -202,6 +202,7 @@ class ChunkSequencer:
     processor: str = ""
     _entries: deque[_Unit | _ReplyEnd] = field(default_factory=deque)
     _clears_pending: int = 0
+    _clear_seq: int = 0  # the first Flush number sent after the latest Clear
     _seq: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -269,7 +270,10 @@ class ChunkSequencer:
 
     def on_flushed(self, sequence_id: int) -> list[Frame]:
         if self._clears_pending:
-            return []
+            if sequence_id < self._clear_seq:
+                return []  # a cleared chunk's
+            # A Flush sent after the Clear is done, so the Clear is too: its Cleared was lost.
+            self._clears_pending = 0
         out: list[Frame] = []
         while self._entries:
             head = self._entries[0]
@@ -301,6 +305,7 @@ class ChunkSequencer:
         self._entries.clear()
         if clearing:
             self._clears_pending += 1
+            self._clear_seq = self._seq
         return reasons
 
     def connection_lost(self) -> list[Frame]:
