@@ -182,3 +182,17 @@ def test_no_tone_is_held_longer_than_one_symbol() -> None:
     peaks_1 = set(freqs[hi][np.argsort(first[hi])[-4:]])
     peaks_2 = set(freqs[hi][np.argsort(second[hi])[-4:]])
     assert peaks_1.isdisjoint(peaks_2)
+
+
+def test_the_engine_beep_detector_ignores_sandbox_speech() -> None:
+    from nixflex_engine.processors.beep import BeepDetector
+
+    def beeps(audio: npt.NDArray[np.int16]) -> int:
+        det = BeepDetector()
+        pcm = mulaw_to_pcm16_array(pcm16_array_to_mulaw(audio))
+        return len(det.process(pcm) + det.flush())
+
+    assert beeps(np.concatenate([sp.synthesize("Leave a message after the"), sp.tone(1000, 300)]))
+    for text in ("aaaaaaaaaaaa", "oooooooo", "Hello? Hello!!! Who is this?", "1111111111"):
+        for pitch in (95.0, 125.0, 210.0, 250.0):
+            assert beeps(sp.synthesize(text, pitch_hz=pitch)) == 0
