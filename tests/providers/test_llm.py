@@ -225,3 +225,16 @@ def test_retry_hints_and_backoff() -> None:
     assert backoff_delay_ms(1, base_ms=100, max_ms=1000, jitter=1.0) == 100
     assert backoff_delay_ms(3, base_ms=100, max_ms=1000, jitter=1.0) == 400
     assert backoff_delay_ms(9, base_ms=100, max_ms=1000, jitter=0.0) == 500
+
+
+async def test_no_first_token_before_the_deadline_gives_up(sandbox: Sandbox) -> None:
+    sandbox.anthropic.script.append(REPLY)
+    sandbox.anthropic.settings.ttft_ms = 5_000
+    async with Harness(claude(sandbox, retry_deadline_ms=300)) as h:
+        await h.send(context())
+        await h.wait_for(lambda: h.down(TTSSpeakFrame), timeout_s=3)
+        assert h.down(TTSSpeakFrame)[0].end_call_reason == "error"
+        assert not h.down(LLMTextFrame)
+        req = sandbox.anthropic.requests[0]
+        await h.wait_for(lambda: req.client_disconnected, timeout_s=5)
+    assert len(sandbox.anthropic.requests) == 1 and req.tokens_sent == 0
