@@ -229,6 +229,10 @@ class ChunkSequencer:
         unit.seq = self._seq
         self._seq += 1
 
+    def queued(self, unit: _Unit) -> bool:
+        """Whether ``unit`` is still queued (not answered, not dropped by an interruption)."""
+        return any(e is unit for e in self._entries)
+
     def unsent(self) -> list[_Unit]:
         """Chunks queued but not sent on the current connection, in order."""
         return [e for e in self._entries if isinstance(e, _Unit) and e.seq is None]
@@ -392,6 +396,8 @@ class TextToSpeech(FrameProcessor):
         self._seqr = ChunkSequencer(processor=self.name)
         self._reply: _Reply | None = None
         self._conn: TTSConnection | None = None
+        self._opening: TTSConnection | None = None  # up, still sending what queued meanwhile
+        self._send_lock = asyncio.Lock()  # one Speak+Flush pair at a time on the socket
         self._closing = False
         self._started = False
         self._connections = 0
@@ -507,16 +513,19 @@ class TextToSpeech(FrameProcessor):
             )
 
     async def _send_unit(self, conn: TTSConnection, unit: _Unit) -> None:
-        await conn.send_text(unit.text)
-        await conn.flush()
-        self._budget.spend(self.now_ms())
-        self._seqr.mark_sent(unit)
+        async with self._send_lock:
+            if unit.seq is not None or not self._seqr.queued(unit):
+                return  # sent meanwhile, or dropped by an interruption
+            await conn.send_text(unit.text)
+            await conn.flush()
+            self._budget.spend(self.now_ms())
+            self._seqr.mark_sent(unit)
 
     async def _interrupt(self) -> list[str]:
         """Clear and drop everything; returns the end-call reasons that survive."""
         self._chunker.reset()
         self._reply = None
-        conn = self._conn
+        conn = self._conn or self._opening
         clearing = conn is not None and self._seqr.in_flight()
         reasons = self._seqr.interrupt(clearing=clearing)
         if clearing and conn is not None:
@@ -556,9 +565,11 @@ class TextToSpeech(FrameProcessor):
                 async with self.connect() as conn:
                     self._connections += 1
                     # Send what queued up while connecting; chunks added meanwhile join in.
+                    self._opening = conn
                     while pending := self._seqr.unsent():
                         for unit in pending:
                             await self._send_unit(conn, unit)
+                    self._opening = None
                     if self._closing:
                         return
                     self._conn = conn
@@ -591,7 +602,7 @@ class TextToSpeech(FrameProcessor):
                     error=repr(exc),
                 )
             finally:
-                self._conn = None
+                self._conn = self._opening = None
             await self._emit(self._seqr.connection_lost())
             if had_work:
                 failures += 1
