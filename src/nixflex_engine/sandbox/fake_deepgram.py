@@ -329,8 +329,14 @@ class _Dropped(Exception):
 async def _drop(ws: WebSocket, code: int | None, reason: str) -> None:
     if code is None and abort_connection(ws.scope):
         return
-    with contextlib.suppress(Exception):
-        await ws.close(code=code or 1011, reason=reason)
+    await _close(ws, code or 1011, reason)
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Close unless the client already has (its close frame may be in flight)."""
+    if ws.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.close(code=code, reason=reason)
 
 
 class _Outbox:
@@ -359,10 +365,13 @@ class _Outbox:
                 await asyncio.sleep(wait)
             if payload is None:
                 return
-            if isinstance(payload, bytes):
-                await self._ws.send_bytes(payload)
-            else:
-                await self._ws.send_text(payload)
+            try:
+                if isinstance(payload, bytes):
+                    await self._ws.send_bytes(payload)
+                else:
+                    await self._ws.send_text(payload)
+            except Exception:  # the client went away: nothing more to say
+                return
             if self._on_sent is not None:
                 self._on_sent(payload)
 
@@ -610,7 +619,7 @@ class _ListenSession:
                     self.outbox.put(None)
                     with contextlib.suppress(Exception):
                         await self.outbox.task
-                    await self.ws.close(code=1011, reason=_NET0001[:120])
+                    await _close(self.ws, 1011, _NET0001[:120])
                     return
                 if message["type"] == "websocket.disconnect":
                     return
@@ -677,8 +686,7 @@ class _ListenSession:
             )
             await self.outbox.drain()
             self.record.closed = True
-            if self.ws.client_state == WebSocketState.CONNECTED:
-                await self.ws.close(code=1000)
+            await _close(self.ws, 1000)
             return True
         self._send(
             {
@@ -722,6 +730,12 @@ class _SpeakSession:
                 await self.ws.send_text(payload)
 
     async def _work(self) -> None:
+        try:
+            await self._jobs()
+        except Exception:  # the client went away mid-audio
+            return
+
+    async def _jobs(self) -> None:
         while True:
             job = await self.jobs.get()
             if job is None:
@@ -850,7 +864,6 @@ class _SpeakSession:
             self.jobs.put_nowait(None)
             with contextlib.suppress(Exception):
                 await self.worker
-            if self.ws.client_state == WebSocketState.CONNECTED:
-                await self.ws.close(code=1000)
+            await _close(self.ws, 1000)
             return True
         return False
