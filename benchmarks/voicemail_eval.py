@@ -142,9 +142,7 @@ def synth_speech(duration_ms: int, rng: np.random.Generator) -> npt.NDArray[np.f
             formants = tuple(f * rng.uniform(0.9, 1.1) for f in _VOWELS[rng.integers(len(_VOWELS))])
             n_h = int(3600 / max(f_start, f_end))
             gains = _formant_gains(float(np.mean(f0)), n_h, formants, rng)
-            sig = np.zeros(voiced)
-            for k in range(n_h):
-                sig += gains[k] * np.sin((k + 1) * ph)
+            sig = gains @ np.sin(np.outer(np.arange(1, n_h + 1), ph))
             sig /= max(np.sqrt(np.mean(sig**2)), 1e-9)
             env = np.hanning(voiced + 2)[1:-1] ** 0.5
             out[pos + cons : pos + syl] += sig * env + 0.05 * rng.normal(0, 1, voiced)

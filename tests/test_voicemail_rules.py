@@ -610,3 +610,27 @@ def test_combined_detection_on_the_held_out_splits() -> None:
         # Combined beats every detector alone.
         for alone in ("transcript", "beep", "amd"):
             assert s["accuracy"] >= rep.scores[split][alone].summary()["accuracy"]
+
+
+def test_a_person_replying_with_machine_like_words_after_the_opener_is_not_hung_up_on() -> None:
+    tl = Timeline().say("Hello?", 400, 900)
+    # The agent speaks its opener; the person answers it.
+    tl.say(
+        "Sorry, I'm not available right now, leave me a message and I'll call you back", 4000, 8000
+    )
+    arb, out = run(tl, 11000)
+    assert arb.state == "human"
+    assert not actions_of(out, VoicemailDetected)
+    assert all(not late.overrides for late in actions_of(out, LateMachine))
+
+
+def test_a_strong_phrase_after_a_short_greeting_overrides() -> None:
+    # "Hi, this is Tom." sounded like a person; the recording goes on with "after the tone".
+    tl = Timeline().say("Hi, this is Tom.", 400, 1300)
+    tl.say("Please leave a message after the tone", 2300, 4500)
+    arb, out = run(tl, 6000)
+    lates = actions_of(out, LateMachine)
+    # Weaker evidence first ("leave a message": logged), then the strong phrase overrides.
+    assert [late.overrides for late in lates] == [False] * (len(lates) - 1) + [True]
+    assert lates[-1].method == "transcript" and lates[-1].confidence >= 0.9
+    assert arb.result().late is True

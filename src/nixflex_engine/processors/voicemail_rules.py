@@ -757,6 +757,9 @@ class TranscriptClassifier:
     _vad_start_ms: float = 0.0
     _text_cache: str = ""
     _cues: list[Cue] = field(default_factory=list)
+    _machine_score: float = 0.0
+    _human_score: float = 0.0
+    _greeting_words: int = 0
     _verdict: Verdict = field(
         default_factory=lambda: Verdict("undecided", 0.0, "no speech yet", "transcript", 0.0)
     )
@@ -824,11 +827,11 @@ class TranscriptClassifier:
 
     def machine_score(self) -> float:
         """Sum of machine cue weights (the strongest of each group of overlapping cues)."""
-        return _grouped_score(c for c in self._cues if c.weight > 0)
+        return self._machine_score
 
     def human_score(self) -> float:
         """Sum of person cue weights, as a positive number."""
-        return -_grouped_score(c for c in self._cues if c.weight < 0)
+        return self._human_score
 
     def silence_ms(self, now_ms: float) -> float:
         """How long the line has been quiet (0 while the callee speaks)."""
@@ -863,6 +866,10 @@ class TranscriptClassifier:
         if text != self._text_cache:
             self._text_cache = text
             self._cues = find_cues(text)
+            self._machine_score = _grouped_score(c for c in self._cues if c.weight > 0)
+            self._human_score = -_grouped_score(c for c in self._cues if c.weight < 0)
+            norm_words = [w.strip("?") for w in normalize_text(text).split()]
+            self._greeting_words = sum(w in _SHORT_GREETING_WORDS for w in norm_words)
 
     def _runs(self, now_ms: float) -> tuple[float, float, float]:
         """(total speech ms, longest unbroken run ms, first run ms) including ongoing speech."""
@@ -908,7 +915,9 @@ class TranscriptClassifier:
             conf = min(0.99, 0.9 + 0.02 * (m - strongest))
             return Verdict("machine", conf, f"strong phrase ({names})", "transcript", now_ms, end)
         if net >= s.machine_score:
-            conf = min(0.95, 0.8 + 0.05 * (net - s.machine_score))
+            # Capped below a strong phrase's confidence: the arbiter lets only strong phrases
+            # overturn a person it already confirmed.
+            conf = min(0.89, 0.8 + 0.05 * (net - s.machine_score))
             return Verdict(
                 "machine",
                 conf,
@@ -938,11 +947,7 @@ class TranscriptClassifier:
             and words <= s.short_greeting_max_words
             and silence >= s.human_silence_ms
         ):
-            greeting_words = sum(
-                w.strip("?") in _SHORT_GREETING_WORDS
-                for w in normalize_text(self._text_cache).split()
-            )
-            conf = 0.85 if greeting_words else 0.8
+            conf = 0.85 if self._greeting_words else 0.8
             return Verdict(
                 "human",
                 conf,
@@ -1078,6 +1083,8 @@ class ArbiterSettings:
     late_amd_min_phrase_score: float = 1.5
     #: A late beep or strong transcript overrides a person confirmed with less than this.
     late_max_human_confidence: float = 0.9
+    #: A late transcript verdict must be this sure (a strong phrase) to override.
+    late_transcript_min_confidence: float = 0.9
     #: Machine evidence later than this after pickup is only logged.
     late_window_ms: float = 30000.0
     #: leave_message: silence after the greeting that counts as its end.
@@ -1136,6 +1143,7 @@ class VoicemailArbiter:
     _message_started_ms: float | None = None
     _message_trigger: str | None = None
     _person_cue_after_human: bool = False
+    _late_reported: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.classifier = TranscriptClassifier(self.settings.transcript)
@@ -1168,6 +1176,8 @@ class VoicemailArbiter:
     def on_transcript(
         self, text: str, *, is_final: bool, start_ms: float, end_ms: float, now_ms: float
     ) -> list[Action]:
+        if self.state == "human" and now_ms > self.settings.late_window_ms:
+            return []  # the conversation is on: nothing said now changes the verdict
         verdict = self.classifier.on_transcript(
             text, is_final=is_final, start_ms=start_ms, end_ms=end_ms, now_ms=now_ms
         )
@@ -1307,6 +1317,11 @@ class VoicemailArbiter:
 
     def _late_machine(self, verdict: Verdict, now_ms: float) -> list[Action]:
         s = self.settings
+        # Report each detector's late evidence once, and again only when it gets stronger
+        # (the transcript verdict is re-offered on every tick).
+        if verdict.confidence <= self._late_reported.get(verdict.method, 0.0):
+            return []
+        self._late_reported[verdict.method] = verdict.confidence
         if now_ms > s.late_window_ms:
             overrides = False
         elif verdict.method == "amd":
@@ -1314,9 +1329,18 @@ class VoicemailArbiter:
             overrides = self._human_method == "timeout" or (
                 m >= s.late_amd_min_phrase_score and m > self.classifier.human_score()
             )
+        elif verdict.method == "transcript":
+            # After the opener the person answers the agent; "I'm not available right now,
+            # call me back" must not hang up on them. Only a strong phrase ("after the tone")
+            # from a callee who never sounded like a person overturns the verdict.
+            overrides = (
+                verdict.confidence >= s.late_transcript_min_confidence
+                and self._human_confidence < s.late_max_human_confidence
+                and not self._person_cue_after_human
+            )
         else:
             overrides = self._human_confidence < s.late_max_human_confidence or (
-                verdict.method == "beep" and not self._person_cue_after_human
+                not self._person_cue_after_human
             )
         late = LateMachine(now_ms, verdict.method, verdict.confidence, verdict.reason, overrides)
         if not overrides:
