@@ -33,6 +33,7 @@ A new provider is one subclass of :class:`LLMService` implementing :meth:`LLMSer
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -135,7 +136,7 @@ def anthropic_retry_hint(exc: BaseException) -> RetryHint:
     return RetryHint(False)
 
 
-class LLMService(FrameProcessor):
+class LLMService(FrameProcessor, abc.ABC):
     """Provider-neutral LLM processor: frames, cancellation, retries, metrics.
 
     Subclasses implement :meth:`stream_reply` and :meth:`retry_hint`.
@@ -166,15 +167,15 @@ class LLMService(FrameProcessor):
 
     # --- provider hooks --------------------------------------------------------------------
 
+    @abc.abstractmethod
     def stream_reply(self, frame: LLMContextFrame) -> AsyncGenerator[str | LLMUsage, None]:
         """Open one request for ``frame``; yield text deltas as they arrive and
         :class:`LLMUsage` whenever the counts change. Closing the generator must close the
         request."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def retry_hint(self, exc: BaseException) -> RetryHint:
         """Whether ``exc`` (raised by :meth:`stream_reply`) is worth another attempt."""
-        raise NotImplementedError
 
     # --- frames ----------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ A new provider is one subclass of :class:`SpeechToText` implementing :meth:`Spee
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -311,7 +312,7 @@ def reconnect_delay_ms(attempt: int, *, base_ms: float, max_ms: float, jitter: f
 # --- the processor ---------------------------------------------------------------------------
 
 
-class SpeechToText(FrameProcessor):
+class SpeechToText(FrameProcessor, abc.ABC):
     """Provider-neutral streaming STT processor; subclasses implement :meth:`connect`."""
 
     def __init__(
@@ -348,9 +349,9 @@ class SpeechToText(FrameProcessor):
 
     # --- provider hook ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def connect(self) -> contextlib.AbstractAsyncContextManager[STTConnection]:
         """Open one streaming connection (raise :class:`STTAuthError` for bad credentials)."""
-        raise NotImplementedError
 
     # --- state for tests and diagnostics ---------------------------------------------------
 

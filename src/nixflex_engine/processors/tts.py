@@ -53,6 +53,7 @@ A new provider is one subclass of :class:`TextToSpeech` implementing :meth:`Text
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
@@ -367,7 +368,7 @@ def _speakable(text: str) -> bool:
 # --- the processor ---------------------------------------------------------------------------
 
 
-class TextToSpeech(FrameProcessor):
+class TextToSpeech(FrameProcessor, abc.ABC):
     """Provider-neutral streaming TTS processor; subclasses implement :meth:`connect`."""
 
     def __init__(
@@ -404,9 +405,9 @@ class TextToSpeech(FrameProcessor):
 
     # --- provider hook ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def connect(self) -> contextlib.AbstractAsyncContextManager[TTSConnection]:
         """Open one streaming connection (raise :class:`TTSAuthError` for bad credentials)."""
-        raise NotImplementedError
 
     @property
     def connections(self) -> int:
