@@ -30,12 +30,16 @@ seconds of audio received on the connection. A symbol is decoded about 40 ms aft
 and a word closes when the space after it is decoded or 30 ms of silence follow it, so a final
 arrives ``max(endpointing, 30 ms) + final_delay_ms`` after the caller stops.
 
-TTS (``/v1/speak``): ``Metadata`` on open; ``Speak`` text accumulates (pieces are joined with a
-space when neither side has one); ``Flush`` → after ``ttfb_ms`` the speech for the buffered text
-as binary frames of ``chunk_ms`` of audio, generated at ``speed`` x real time, then
-``{"type":"Flushed","sequence_id":n}`` (n counts Flushes from 0); ``Clear`` → stop sending, drop
-text and queued audio, ``{"type":"Cleared","sequence_id":n}``; ``Close`` → finish queued audio
-and close.
+TTS over REST (``POST /v1/speak``, body ``{"text": ...}``, as older SDKs and Pipecat's HTTP
+service use): the same speech, streamed after ``ttfb_ms`` at ``speed``; ``container=wav`` adds a
+WAV header.
+
+TTS (websocket ``/v1/speak``): ``Metadata`` on open; ``Speak`` text accumulates (pieces are
+joined with a space when neither side has one); ``Flush`` → after ``ttfb_ms`` the speech for
+the buffered text as binary frames of ``chunk_ms`` of audio, generated at ``speed`` x real
+time, then ``{"type":"Flushed","sequence_id":n}`` (n counts Flushes from 0); ``Clear`` → stop
+sending, drop text and queued audio, ``{"type":"Cleared","sequence_id":n}``; ``Close`` →
+finish queued audio and close.
 
 Failures are planned per connection: append a :class:`ListenFault` / :class:`SpeakFault` to
 ``fake.listen_faults`` / ``fake.speak_faults``; each new connection takes the next one (FIFO),
@@ -49,17 +53,19 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import struct
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -89,6 +95,20 @@ _NET0001 = (
 _WHITESPACE = frozenset(b" \t\r\n")
 _STT_GAP_MS = 30.0
 _AUDIO_CACHE_SIZE = 256
+
+
+def _wav_header(data_bytes: int, linear16: bool) -> bytes:
+    """A RIFF/WAVE header for 8 kHz mono PCM16 (format 1) or mu-law (format 7)."""
+    fmt, width = (1, 2) if linear16 else (7, 1)
+    rate = speech.SAMPLE_RATE
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, fmt, 1, rate, rate * width, width, 8 * width)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 def _render(text: str, pitch_hz: float, linear16: bool) -> bytes:
@@ -250,6 +270,7 @@ class FakeDeepgram:
         return [
             WebSocketRoute("/v1/listen", self._listen),
             WebSocketRoute("/v1/speak", self._speak),
+            Route("/v1/speak", self._speak_rest, methods=["POST"]),
         ]
 
     # -- handshake
@@ -305,6 +326,76 @@ class FakeDeepgram:
         log_event(_log, "fake_deepgram.listen.open", request_id=request_id)
         await session.run()
         log_event(_log, "fake_deepgram.listen.closed", request_id=request_id)
+
+    # -- TTS over REST (POST /v1/speak, body {"text": ...}): the same speech, streamed
+
+    async def _speak_rest(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        fault = self.speak_faults.popleft() if self.speak_faults else None
+
+        def refuse(status: int, code: str, message: str) -> Response:
+            body = {"err_code": code, "err_msg": message, "request_id": request_id}
+            return JSONResponse(body, status_code=status, headers={"dg-request-id": request_id})
+
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("token", "bearer") or not credential.strip():
+            return refuse(401, "INVALID_AUTH", "Invalid credentials.")
+        if self.api_key is not None and credential.strip() != self.api_key:
+            return refuse(401, "INVALID_AUTH", "Invalid credentials.")
+        if fault is not None and fault.reject_status is not None:
+            return refuse(fault.reject_status, "INJECTED", "Injected failure.")
+        query = {k: request.query_params.getlist(k) for k in request.query_params}
+        encoding = (query.get("encoding") or ["mp3"])[-1]
+        rate = (query.get("sample_rate") or ["8000"])[-1]
+        container = (query.get("container") or ["none"])[-1]
+        if encoding not in ("mulaw", "linear16") or rate != "8000":
+            return refuse(400, "UNSUPPORTED", "The sandbox speaks 8 kHz mulaw or linear16 only.")
+        try:
+            text = str((await request.json())["text"])
+        except (ValueError, KeyError, TypeError):
+            return refuse(400, "INVALID_BODY", "The body must be JSON with a 'text' field.")
+        record = SpeakRecord(request_id, query, dict(request.headers), texts=[text])
+        record.controls.append("POST")
+        self.speak_log.append(record)
+        linear16 = encoding == "linear16"
+        audio = await self.render(text, linear16=linear16)
+        if container == "wav":
+            audio = _wav_header(len(audio), linear16) + audio
+        settings = self.speak_settings
+        started = time.monotonic()
+
+        async def body() -> AsyncIterator[bytes]:
+            chunk = max(1, int(settings.chunk_ms * (16 if linear16 else 8)))
+            first: float | None = None
+            for i, off in enumerate(range(0, len(audio), chunk)):
+                due = started + settings.ttfb_ms / 1000
+                if first is not None and settings.speed > 0:
+                    due = first + i * settings.chunk_ms / settings.speed / 1000
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                piece = audio[off : off + chunk]
+                if fault is not None and fault.drop_after_bytes is not None:
+                    left = fault.drop_after_bytes - record.audio_bytes
+                    if left <= 0:
+                        record.dropped = True
+                        if not abort_connection(request.scope):
+                            raise ConnectionAbortedError("injected drop")
+                        return
+                    piece = piece[:left]
+                if first is None:
+                    first = time.monotonic()
+                    record.first_byte_at.append(first)
+                record.audio_bytes += len(piece)
+                yield piece
+
+        media = "audio/wav" if container == "wav" else ("audio/l16" if linear16 else "audio/basic")
+        headers = {
+            "dg-request-id": request_id,
+            "dg-model-name": (query.get("model") or ["aura-2-thalia-en"])[-1],
+            "dg-char-count": str(len(text)),
+        }
+        return StreamingResponse(body(), media_type=media, headers=headers)
 
     # -- TTS
 
