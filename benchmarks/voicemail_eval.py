@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/voicemail_eval.py            # full set, dev and held-out
     .venv/bin/python benchmarks/voicemail_eval.py --json     # machine-readable
-    .venv/bin/python benchmarks/voicemail_eval.py --errors   # list every misclassified case
+    .venv/bin/python benchmarks/voicemail_eval.py --errors dev   # misclassified dev cases
 
 Each case in ``tests/data/voicemail_cases.jsonl`` is a timeline (ms from pickup) of the
 callee's utterances, an optional beep and Twilio's AMD callback. The replay turns it into
@@ -432,11 +432,15 @@ class Score:
     opener_after_hello_ms: list[float] = field(default_factory=list)
     opener_after_any_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    by_language: dict[str, list[int]] = field(default_factory=dict)  # lang -> [correct, n]
 
     def add(self, case: Case, out: Outcome, detail: str = "") -> None:
         self.n += 1
         ok = out.label == case["label"]
         self.correct += ok
+        lang = self.by_language.setdefault(case["language"], [0, 0])
+        lang[0] += ok
+        lang[1] += 1
         if not ok:
             self.errors.append(f"{case['id']} ({case['category']}) -> {out.label} {detail}")
         if case["label"] == "human":
@@ -471,6 +475,7 @@ class Score:
             "opener_after_short_greeting_median_ms": _pct(self.opener_after_hello_ms, 50),
             "opener_after_short_greeting_p95_ms": _pct(self.opener_after_hello_ms, 95),
             "opener_after_short_greeting_max_ms": max(self.opener_after_hello_ms, default=None),
+            "accuracy_by_language": {k: c / n for k, (c, n) in sorted(self.by_language.items())},
             "opener_after_any_speech_median_ms": _pct(self.opener_after_any_ms, 50),
             "opener_after_any_speech_p95_ms": _pct(self.opener_after_any_ms, 95),
         }
@@ -571,7 +576,7 @@ def _fmt_ms(v: float | None) -> str:
     return "-" if v is None else f"{v / 1000:.2f}s"
 
 
-def print_report(rep: Report, errors: bool) -> None:
+def print_report(rep: Report, errors: list[str]) -> None:
     for split, det in rep.scores.items():
         print(f"\n== {split} ==")
         print(
@@ -589,7 +594,12 @@ def print_report(rep: Report, errors: bool) -> None:
                 f"{_fmt_ms(s['opener_after_short_greeting_p95_ms']):>9}"
                 f"{_fmt_ms(s['opener_after_short_greeting_max_ms']):>9}"
             )
-        if errors:
+        langs = det["combined"].by_language
+        print(
+            "combined by language: "
+            + ", ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(langs.items()))
+        )
+        if split in errors:
             for name in DETECTORS:
                 for err in det[name].errors:
                     print(f"   {name}: {err}")
@@ -613,7 +623,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=Path, default=CASES)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--errors", action="store_true", help="list misclassified cases")
+    p.add_argument(
+        "--errors",
+        nargs="*",
+        default=[],
+        metavar="SPLIT",
+        help="list misclassified cases of these splits (dev, heldout, heldout2, all); "
+        "heldout2 is the blind split: looking at its errors makes it no longer blind",
+    )
     p.add_argument(
         "--interim-ms",
         type=int,

@@ -634,3 +634,15 @@ def test_a_strong_phrase_after_a_short_greeting_overrides() -> None:
     assert [late.overrides for late in lates] == [False] * (len(lates) - 1) + [True]
     assert lates[-1].method == "transcript" and lates[-1].confidence >= 0.9
     assert arb.result().late is True
+
+
+def test_a_greeting_that_starts_after_the_silence_opener_is_still_caught() -> None:
+    # A slow mailbox: nothing for 3 s (the agent already started), then the greeting.
+    tl = Timeline().say("Hi, you've reached Laura, I'll call you back", 3000, 5600)
+    arb, out = run(tl, 7000, action="leave_message")
+    (human,) = actions_of(out, HumanDetected)
+    assert human.method == "timeout"
+    (late,) = [a for a in actions_of(out, LateMachine) if a.overrides]
+    assert late.method == "transcript"
+    assert actions_of(out, StopAgentSpeech)
+    assert arb.result().voicemail_detected is True and arb.result().late

@@ -51,7 +51,9 @@ __all__ = [
     "DetectionResult",
     "EndCall",
     "HumanDetected",
+    "Label",
     "LateMachine",
+    "Method",
     "StartVoicemailMessage",
     "StopAgentSpeech",
     "TranscriptClassifier",
@@ -1333,7 +1335,9 @@ class VoicemailArbiter:
             # After the opener the person answers the agent; "I'm not available right now,
             # call me back" must not hang up on them. Only a strong phrase ("after the tone")
             # from a callee who never sounded like a person overturns the verdict.
-            overrides = (
+            # (When the opener was allowed on silence alone there is no person evidence to
+            # weigh: any confident transcript verdict wins.)
+            overrides = self._human_method == "timeout" or (
                 verdict.confidence >= s.late_transcript_min_confidence
                 and self._human_confidence < s.late_max_human_confidence
                 and not self._person_cue_after_human
