@@ -60,27 +60,31 @@ class FakeLLM(FrameProcessor):
         self.word_s = word_s
         self.requests: list[LLMContextFrame] = []
         self.cancelled = 0
-        self._task: asyncio.Task[None] | None = None
+        self._generation = 0  # a stream stops at its next step once this moves on
+        self._streaming = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMContextFrame):
             self.requests.append(frame)
             self._cancel()
-            self._task = self.create_task(self._stream(frame), "stream")
+            self._streaming = True
+            self.create_task(self._stream(frame, self._generation), "stream")
             return
         if isinstance(frame, InterruptionFrame):
             self._cancel()
         await self.push_frame(frame, direction)
 
     def _cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self._streaming:
             self.cancelled += 1
-        self._task = None
+        self._streaming = False
+        self._generation += 1
 
-    async def _stream(self, request: LLMContextFrame) -> None:
+    async def _stream(self, request: LLMContextFrame, generation: int) -> None:
         started = self.now_ms()
         await asyncio.sleep(self.ttft_s)
+        if generation != self._generation:
+            return
         text = self.reply(request.messages)
         await self.push_frame(
             MetricsFrame(name="llm_ttft_ms", value=self.now_ms() - started, turn=request.turn)
@@ -89,7 +93,10 @@ class FakeLLM(FrameProcessor):
         for i, word in enumerate(text.split(" ")):
             if i and self.word_s:
                 await asyncio.sleep(self.word_s)
+            if generation != self._generation:
+                return
             await self.push_frame(LLMTextFrame(text=word if i == 0 else " " + word))
+        self._streaming = False
         await self.push_frame(LLMResponseEndFrame(turn=request.turn))
 
 
@@ -176,10 +183,9 @@ class FakeOutput(FrameProcessor):
         self._buffer_end = 0.0  # run-clock time the queued audio finishes
         self._chunk_start: dict[str, float] = {}
         self._chunk_ms: dict[str, float] = {}
-        self._marks: dict[str, asyncio.Task[None]] = {}
+        self._marks: dict[str, float] = {}  # pending mark → when its audio has played
         self._speaking = False
         self._held_end: EndCallFrame | None = None
-        self._stop_task: asyncio.Task[None] | None = None
 
     async def _both(self, frame: Frame) -> None:
         await self.push_frame(frame, UPSTREAM)
@@ -205,7 +211,8 @@ class FakeOutput(FrameProcessor):
             self._arm_stop()
         elif isinstance(frame, MarkFrame):
             due = max(self.now_ms(), self._buffer_end)
-            self._marks[frame.name] = self.create_task(self._echo(frame.name, due), "mark")
+            self._marks[frame.name] = due
+            self.create_task(self._echo(frame.name, due), "mark")
         elif isinstance(frame, InterruptionFrame):
             await self._clear()
             await self.push_frame(frame, direction)
@@ -221,29 +228,19 @@ class FakeOutput(FrameProcessor):
 
     async def _echo(self, name: str, due: float) -> None:
         await asyncio.sleep(max(0.0, due - self.now_ms()) / 1000)
-        self._marks.pop(name, None)
+        if self._marks.get(name) != due:
+            return  # cleared meanwhile: already echoed as cleared
+        del self._marks[name]
         await self._both(MarkPlayedFrame(name=name, heard_ms=self.now_ms()))
+        if not self._marks and self._speaking and self._buffer_end <= self.now_ms() + 1:
+            self._speaking = False
+            await self._both(BotStoppedSpeakingFrame(at_ms=self._buffer_end))
         if not self._marks and self._held_end is not None:
             end, self._held_end = self._held_end, None
             await self.push_frame(end)
 
-    def _arm_stop(self) -> None:
-        if self._stop_task is not None:
-            self._stop_task.cancel()
-        self._stop_task = self.create_task(self._stop_when_done(self._buffer_end), "stop")
-
-    async def _stop_when_done(self, at: float) -> None:
-        await asyncio.sleep(max(0.0, at - self.now_ms()) / 1000 + 0.001)
-        await asyncio.sleep(0)  # let the mark echo due at the same time go first
-        if self._speaking:
-            self._speaking = False
-            await self._both(BotStoppedSpeakingFrame(at_ms=at))
-
     async def _clear(self) -> None:
         now = self.now_ms()
-        if self._stop_task is not None:
-            self._stop_task.cancel()
-            self._stop_task = None
         heard = {
             cid: min(max(now - start, 0.0), self._chunk_ms.get(cid, 0.0))
             for cid, start in self._chunk_start.items()
@@ -252,8 +249,7 @@ class FakeOutput(FrameProcessor):
         if self._marks or self._speaking:
             self.cleared += 1
             await self._both(PlaybackClearedFrame(at_ms=now, heard=heard))
-        for name, task in list(self._marks.items()):
-            task.cancel()
+        for name in list(self._marks):
             await self._both(MarkPlayedFrame(name=name, heard_ms=now, cleared=True))
         self._marks.clear()
         self._buffer_end = now

@@ -120,7 +120,12 @@ from nixflex_engine.frames import (
     UserTurnEndedFrame,
 )
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.pipeline.processor import UPSTREAM, FrameDirection, FrameProcessor
+from nixflex_engine.pipeline.processor import (
+    UPSTREAM,
+    FrameDirection,
+    FrameProcessor,
+    ProcessorContext,
+)
 
 __all__ = [
     "BACKCHANNEL_WORDS",
@@ -740,12 +745,15 @@ class TurnTakingProcessor(FrameProcessor):
         "_ending_at",
         "_held",
         "_interrupted",
+        "_overlap_speech",
         "_policy",
         "_reply_pending_since",
         "_reprompted",
         "_silence_since",
+        "_swallowed_preempt",
         "_timer",
         "_timer_at",
+        "_wake",
         "goodbye_grace_ms",
         "max_call_duration_ms",
         "max_duration_goodbye_text",
@@ -795,6 +803,8 @@ class TurnTakingProcessor(FrameProcessor):
         self._bot_speaking = False
         self._reply_pending_since: float | None = None
         self._interrupted = False  # the caller barged in on the current reply
+        self._overlap_speech = False  # the caller's latest speech began over the agent
+        self._swallowed_preempt: str | None = None
         self._held = False
         self._agent_spoke = False
         self._silence_since: float | None = None
@@ -804,6 +814,7 @@ class TurnTakingProcessor(FrameProcessor):
         self._ending_at = 0.0
         self._timer: asyncio.Task[None] | None = None
         self._timer_at: float | None = None
+        self._wake = asyncio.Event()
 
     @property
     def detector(self) -> TurnDetector:
@@ -847,12 +858,13 @@ class TurnTakingProcessor(FrameProcessor):
                 self._call_start_ms = now
         elif isinstance(frame, EndFrame | CancelFrame | EndCallFrame):
             self._ending = self._ending or "ended"
-        self._reschedule(now)
+        self._reschedule()
 
     async def _user_started(self, frame: UserStartedSpeakingFrame, now: float) -> None:
         self._silence_since = None
         # A tentative (preemptive) turn is discarded as soon as the caller goes on.
         await self._apply(self._detector.on_user_started(now), now)
+        self._overlap_speech = self._agent_active() and not self._interrupted
         if self._policy.on_user_started(frame.start_ms, now):
             await self._barge_in(now)
 
@@ -906,6 +918,7 @@ class TurnTakingProcessor(FrameProcessor):
         log_event(_log, "turns.barge_in", call_id=self.call_id, at_ms=round(now, 1))
         await self.push_frame(InterruptionFrame())
         self._interrupted = True
+        self._overlap_speech = False  # what the caller says now is a turn, whatever it is
         self._reply_pending_since = None
         if not self._bot_speaking:
             self._policy.set_agent_active(False, now)
@@ -916,12 +929,20 @@ class TurnTakingProcessor(FrameProcessor):
             if self._ending is not None:
                 return
             if isinstance(event, TurnDiscard):
+                if event.text == self._swallowed_preempt:
+                    self._swallowed_preempt = None
+                    continue
                 log_event(_log, "turns.preemptive_discarded", call_id=self.call_id)
                 await self.push_frame(InterruptionFrame())
                 self._reply_pending_since = None
                 self._policy.set_agent_active(self._bot_speaking, now)
                 continue
             if not event.text:
+                continue
+            if self._overlap_speech and is_backchannel(event.text):
+                # "uh-huh" that began over the agent: acknowledgement, not a turn.
+                log_event(_log, "turns.backchannel_ignored", call_id=self.call_id)
+                self._swallowed_preempt = event.text if event.preemptive else None
                 continue
             log_event(
                 _log,
@@ -971,34 +992,36 @@ class TurnTakingProcessor(FrameProcessor):
         due = [c for c in candidates if c is not None]
         return min(due) if due else None
 
-    def _reschedule(self, now: float) -> None:
+    def _reschedule(self) -> None:
         deadline = self._deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None and self._timer is not asyncio.current_task():
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.create_task(self._sleep_until(deadline, now), "timer")
+        if deadline != self._timer_at:
+            self._timer_at = deadline
+            self._wake.set()
 
-    async def _sleep_until(self, deadline: float, now: float) -> None:
-        await asyncio.sleep(max(0.0, deadline - now) / 1000.0)
-        # The event loop's clock and the run clock may disagree by a hair: wait out the rest.
-        late = deadline - self.now_ms()
-        if late > 0:
-            await asyncio.sleep(late / 1000.0 + 0.0005)
-        self._timer = None
-        self._timer_at = None
-        await self._on_timer(self.now_ms())
-        now = self.now_ms()
-        if self._timer is None and (following := self._deadline()) is not None:
-            if following <= deadline:  # nothing moved: never spin, look again a bit later
+    async def _timer_loop(self) -> None:
+        """The processor's one timer: sleeps until the next deadline, re-armed by frames."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            deadline = self._timer_at
+            handle = None
+            if deadline is not None:
+                delay_s = max(0.0, deadline - self.now_ms()) / 1000.0
+                handle = loop.call_later(delay_s, self._wake.set)
+            await self._wake.wait()
+            if handle is not None:
+                handle.cancel()
+            if deadline is None or deadline != self._timer_at or self.now_ms() < deadline:
+                continue  # re-armed, or woke a hair early against the run clock
+            self._timer_at = None
+            await self._on_timer(self.now_ms())
+            following = self._deadline()
+            if following is not None and following <= deadline:
+                # Nothing moved: never spin, look again a little later.
                 log_event(_log, "turns.timer_stuck", level=logging.WARNING, call_id=self.call_id)
+                following = self.now_ms() + 50.0
+            if self._timer_at is None:
                 self._timer_at = following
-                self._timer = self.create_task(self._sleep_until(now + 50.0, now), "timer")
-                return
-        self._reschedule(now)
 
     async def _on_timer(self, now: float) -> None:
         if self._ending is not None:
@@ -1040,6 +1063,11 @@ class TurnTakingProcessor(FrameProcessor):
         else:
             self._ending = "ended"
             await self.push_frame(EndCallFrame(reason=reason))
+
+    async def setup(self, ctx: ProcessorContext) -> None:
+        await super().setup(ctx)
+        self._wake = asyncio.Event()
+        self._timer = self.create_task(self._timer_loop(), "timer")
 
     async def cleanup(self) -> None:
         if self._timer is not None:
