@@ -22,13 +22,32 @@ Three detectors race (``../shared/spec/calls.md``, "Voicemail detection"):
 * **Beep** — :mod:`nixflex_engine.processors.beep` finds the end-of-greeting tone;
   :func:`beep_verdict` turns its events into verdicts.
 
-:class:`VoicemailArbiter` takes all of them: the first confident verdict wins; it records
-the method, the AMD result and the detection time; it holds a confident AMD vote briefly when
-the transcript leans the other way; it reports a machine verdict that arrives after a human
-one (late AMD, late beep) as :class:`LateMachine` and decides whether it overrides; and it
-turns the call's ``voicemail_action`` into returned actions: :class:`EndCall`,
-:class:`StartVoicemailMessage` (at the beep's end or the greeting's end), :class:`AllowOpener`,
-:class:`StopAgentSpeech`.
+:class:`VoicemailArbiter` takes all of them; the first confident verdict wins, and it records
+the method, the AMD result and the detection time. Where the detectors disagree it follows
+what each is known to get wrong:
+
+* Twilio calls a person who answers with a long sentence a machine, so an AMD "machine"
+  waits up to ``amd_hold_ms`` when the transcript has heard speech with no machine phrase,
+  and an AMD "human" waits when the transcript holds machine phrases.
+* A machine verdict after a person was confirmed is reported as :class:`LateMachine`; it
+  overrides (``VoicemailDetected(late=True)``, and :class:`StopAgentSpeech` if the opener
+  may already be playing) only on solid evidence: a beep, a strong phrase ("after the tone")
+  from a callee who never sounded like a person, any machine phrase within
+  ``late_weak_window_ms`` of a person confirmed on a bare "Hi!" (a pause inside a recording),
+  or a late AMD / transcript after an opener allowed on silence alone. Replies to the opener
+  ("I'm not available right now, call me back") never hang up on a person.
+
+The call's ``voicemail_action`` becomes returned actions: ``hangup`` → :class:`EndCall`;
+``leave_message`` → :class:`StartVoicemailMessage` at the beep's end, at AMD's end of
+greeting, or after ``greeting_silence_ms`` of silence (``beep_wait_ms`` when the greeting
+promised a tone), restarted if a beep ends just after; ``ignore`` → :class:`AllowOpener`.
+
+The processor shell maps frames one to one: ``UserStartedSpeakingFrame`` →
+:meth:`VoicemailArbiter.on_speech_started`, ``UserStoppedSpeakingFrame`` →
+:meth:`~VoicemailArbiter.on_speech_stopped`, ``InterimTranscriptFrame``/``TranscriptFrame`` →
+:meth:`~VoicemailArbiter.on_transcript`, the AMD callback → :meth:`~VoicemailArbiter.on_amd`,
+:class:`~nixflex_engine.processors.beep.BeepDetector` events on ``InputAudioFrame.pcm`` →
+:meth:`~VoicemailArbiter.on_beep`, and every audio frame → :meth:`~VoicemailArbiter.tick`.
 """
 
 from __future__ import annotations
