@@ -42,10 +42,10 @@ _log = get_logger(__name__)
 def api_routes() -> list[BaseRoute]:
     """Every route of the public API and the operations endpoints."""
     return [
+        *calls.routes(),  # hottest first: routes are matched in order
         *keys.routes(),
         *agents.routes(),
         *phone_numbers.routes(),
-        *calls.routes(),
         *account.routes(),
         *system.routes(),
     ]
@@ -119,7 +119,7 @@ def create_app(
             if migrate:
                 await upgrade(db)
             app.state.services = build_services(settings, db, dialer=dialer, metrics=metrics)
-            log_event(_log, "server.started", database=db.engine.dialect.name)
+            log_event(_log, "server.started", database=db.dialect_name)
             yield
         finally:
             await db.dispose()

@@ -44,14 +44,13 @@ async def test_import_verifies_with_twilio_and_never_returns_credentials(env: En
     listing = await env.client.get("/v1/phone-numbers", headers=account.headers)
     assert tw.auth_token not in listing.text and tw.sid not in listing.text
     # at rest: encrypted, decryptable with the server key only
-    async with env.services.repos.db.read() as conn:
-        row = (
-            await conn.execute(
-                sa.select(phone_numbers.c.twilio_auth_token_encrypted).where(
-                    phone_numbers.c.phone_number == number
-                )
+    row = await env.services.repos.db.read(
+        lambda conn: conn.execute(
+            sa.select(phone_numbers.c.twilio_auth_token_encrypted).where(
+                phone_numbers.c.phone_number == number
             )
         ).scalar_one()
+    )
     assert tw.auth_token not in row
     assert env.services.crypto.decrypt(row) == tw.auth_token
 

@@ -116,21 +116,19 @@ async def test_two_processes_never_exceed_the_limit(
         assert statuses.count(201) == LIMIT, statuses
         assert statuses.count(429) == REQUESTS - LIMIT, statuses
         created_on = {bases[i % 2] for i, r in enumerate(results) if r.status_code == 201}
-        async with db.read() as conn:
-            in_flight = (
-                await conn.execute(
-                    sa.select(accounts.c.calls_in_flight).where(
-                        accounts.c.account_id == key.account_id
-                    )
-                )
+
+        def counts(conn: sa.Connection) -> tuple[int, int]:
+            in_flight = conn.execute(
+                sa.select(accounts.c.calls_in_flight).where(accounts.c.account_id == key.account_id)
             ).scalar_one()
-            held = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(calls)
-                    .where(calls.c.account_id == key.account_id, calls.c.slot_held.is_(True))
-                )
+            held = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(calls)
+                .where(calls.c.account_id == key.account_id, calls.c.slot_held.is_(True))
             ).scalar_one()
+            return int(in_flight), int(held)
+
+        in_flight, held = await db.read(counts)
         assert in_flight == held == LIMIT
         assert created_on  # at least one process placed calls
     finally:

@@ -83,8 +83,9 @@ async def test_finish_releases_exactly_once_even_when_racing(repos: Repositories
     account_id = await new_account(repos, limit=2)
     call = await repos.calls.create_reserving_slot(new_call(account_id), default_limit=10)
     assert call is not None
-    dialed = await repos.calls.mark_dialed(call.call_ref, "CA" + "a" * 32)
-    assert dialed is not None and dialed.call_id == "CA" + "a" * 32
+    assert await repos.calls.mark_dialed(call.call_ref, "CA" + "a" * 32)
+    dialed = await repos.calls.get("CA" + "a" * 32)
+    assert dialed is not None and dialed.call_ref == call.call_ref
     outcomes = await asyncio.gather(
         *(repos.calls.finish_call(dialed.call_id, "completed", "caller_hangup") for _ in range(10))
     )
@@ -130,12 +131,13 @@ async def test_idempotency_records(repos: Repositories) -> None:
     await idem.release(account_id, "k")
     assert await idem.claim(account_id, "k", "h3") is None
     # expired records are replaced
-    async with repos.db.write() as conn:
-        await conn.execute(
+    await repos.db.write(
+        lambda conn: conn.execute(
             idempotency_keys.update()
             .where(idempotency_keys.c.key == "k", idempotency_keys.c.account_id == account_id)
             .values(created_at=datetime.now(UTC) - timedelta(hours=25))
         )
+    )
     assert await idem.claim(account_id, "k", "h4") is None
 
 
@@ -190,11 +192,12 @@ async def _check_fresh_migration(url: str) -> None:
     try:
         await upgrade(db)
         await upgrade(db)  # idempotent
-        async with db.read() as conn:
-            diff = await conn.run_sync(_diff)
-            version = (
-                await conn.execute(sa.text("SELECT version_num FROM alembic_version"))
+        diff = await db.read(_diff)
+        version = await db.read(
+            lambda conn: conn.execute(
+                sa.text("SELECT version_num FROM alembic_version")
             ).scalar_one()
+        )
         assert diff == [], diff
         assert version == "0001_initial"
     finally:

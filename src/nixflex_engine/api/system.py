@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -11,7 +10,6 @@ from nixflex_engine.api.errors import ApiError, error_response
 from nixflex_engine.api.openapi import openapi_document
 from nixflex_engine.api.routing import Services
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.store.models import accounts
 
 __all__ = ["routes"]
 
@@ -34,12 +32,7 @@ async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     gauges: dict[str, float] = {"nixflex_up": 1.0}
     try:
-        async with services.repos.db.read() as conn:
-            in_flight = (
-                await conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(accounts.c.calls_in_flight), 0))
-                )
-            ).scalar_one()
+        in_flight = await services.repos.accounts.total_calls_in_flight()
         gauges["nixflex_calls_in_flight"] = float(in_flight)
     except Exception as exc:
         log_event(_log, "metrics.database_unavailable", error=type(exc).__name__)

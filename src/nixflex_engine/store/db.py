@@ -1,12 +1,24 @@
-"""The database handle: engine, transactions, and migrations.
+"""The database handle: transactions as functions, and migrations.
 
-:class:`Database` wraps one SQLAlchemy async engine. Use :meth:`Database.read` for reads and
-:meth:`Database.write` for anything that changes rows. On SQLite, writes from one process are
-serialised by an ``asyncio.Lock`` (SQLite allows one writer at a time; queueing in-process is
-cheaper and more predictable than spinning on ``SQLITE_BUSY``), WAL mode lets reads proceed
-beside a write, and a busy timeout covers other processes. On PostgreSQL transactions run
-concurrently under READ COMMITTED and correctness comes from the statements themselves
-(conditional UPDATEs, row locks).
+Repositories hand :class:`Database` a plain function over a *synchronous* SQLAlchemy
+``Connection``; :meth:`Database.read` / :meth:`Database.write` run it in one transaction and
+return its result::
+
+    def work(conn: sa.Connection) -> int:
+        return conn.execute(sa.select(sa.func.count()).select_from(calls)).scalar_one()
+
+    count = await db.read(work)
+
+Why functions: the cost of a database call from asyncio is the hops, not the SQL.
+
+* **SQLite**: a sync ``pysqlite`` engine; each transaction is *one* hop to a worker thread —
+  a single writer thread (SQLite allows one writer; queueing in-process is cheaper than
+  spinning on ``SQLITE_BUSY``, and it serialises read-modify-write transactions without
+  ``BEGIN IMMEDIATE``) and a small pool of reader threads (WAL lets reads run beside the
+  write). A busy timeout covers other processes. The event loop never blocks on SQLite.
+* **PostgreSQL**: the asyncpg async engine; the function runs through ``run_sync`` (greenlet),
+  so each statement is a native await. Transactions run concurrently under READ COMMITTED and
+  correctness comes from the statements themselves (conditional UPDATEs, row locks).
 
 Migrations are Alembic revisions in ``store/migrations``; :func:`upgrade` applies them (the
 server does it on start-up, ``nixflex-engine db upgrade`` does it by hand). On PostgreSQL an
@@ -16,81 +28,152 @@ advisory lock makes concurrent start-ups of several nodes safe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 __all__ = ["Database", "upgrade"]
 
+T = TypeVar("T")
+Work = Callable[[sa.Connection], T]
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 7_412_093_001  # arbitrary constant key for pg_advisory_xact_lock
+_SQLITE_READERS = 2
 
 
 class Database:
-    """An async engine plus the write discipline described in the module docstring."""
+    """One engine plus the transaction discipline described in the module docstring."""
 
-    __slots__ = ("_write_lock", "engine", "is_sqlite", "url")
+    __slots__ = (
+        "_async_engine",
+        "_read_engine",
+        "_readers",
+        "_sync_engine",
+        "_writer",
+        "is_sqlite",
+        "url",
+    )
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        kwargs: dict[str, Any] = {"echo": echo}
+        self._sync_engine: sa.Engine | None = None
+        self._read_engine: sa.Engine | None = None
+        self._async_engine: AsyncEngine | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._readers: ThreadPoolExecutor | None = None
         if self.is_sqlite:
             database = parsed.database or ""
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30}
-            kwargs["pool_size"] = 4
-            kwargs["max_overflow"] = 0
+            sync_url = parsed.set(drivername="sqlite+pysqlite")
+            connect_args = {"timeout": 30, "check_same_thread": False}
+            # Writes: explicit BEGIN ... COMMIT on the one writer connection.
+            self._sync_engine = sa.create_engine(
+                sync_url, echo=echo, connect_args=connect_args, pool_size=1, max_overflow=0
+            )
+            event.listen(self._sync_engine, "connect", _sqlite_on_connect)
+            event.listen(self._sync_engine, "begin", _sqlite_begin)
+            # Reads: autocommit, one implicit transaction per statement (no BEGIN round).
+            self._read_engine = sa.create_engine(
+                sync_url,
+                echo=echo,
+                connect_args=connect_args,
+                pool_size=_SQLITE_READERS,
+                max_overflow=0,
+            )
+            event.listen(self._read_engine, "connect", _sqlite_on_connect)
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+            self._readers = ThreadPoolExecutor(_SQLITE_READERS, thread_name_prefix="sqlite-reader")
         else:
-            kwargs["pool_size"] = pool_size
-            kwargs["max_overflow"] = pool_size
-            kwargs["pool_pre_ping"] = True
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+            self._async_engine = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+            )
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autocommits nothing; rolls back at the end)."""
-        async with self.engine.connect() as conn:
-            yield conn
+    @property
+    def dialect_name(self) -> str:
+        engine = self._sync_engine or self._async_engine
+        assert engine is not None
+        return engine.dialect.name
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction: committed when the block exits normally, rolled back on error."""
-        if self._write_lock is None:
-            async with self.engine.begin() as conn:
-                yield conn
-            return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` in a transaction that is rolled back (reads only)."""
+        if self._sync_engine is not None:
+            assert self._readers is not None
+            return await _in_thread(self._readers, functools.partial(self._sync_read, work))
+        assert self._async_engine is not None
+        async with self._async_engine.connect() as conn:
+            return await conn.run_sync(work)
+
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` in a transaction, committed if it returns, rolled back if it
+        raises (the exception propagates)."""
+        if self._sync_engine is not None:
+            assert self._writer is not None
+            return await _in_thread(self._writer, functools.partial(self._sync_write, work))
+        assert self._async_engine is not None
+        async with self._async_engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    def _sync_read(self, work: Work[T]) -> T:
+        assert self._read_engine is not None
+        with self._read_engine.connect() as conn:
+            return work(conn)
+
+    def _sync_write(self, work: Work[T]) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return work(conn)
 
     async def ping(self) -> None:
-        async with self.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self.read(lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one())
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+        if self._sync_engine is not None:
+            for pool in (self._writer, self._readers):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._sync_engine.dispose()
+            if self._read_engine is not None:
+                self._read_engine.dispose()
+
+
+async def _in_thread(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (_sqlite_begin),
+    # so every transaction -- reads included -- is a real one with a consistent snapshot.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # Straight to the driver: a full SQLAlchemy execution costs more than the BEGIN itself.
+    conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
 
 
 def alembic_config() -> Config:
@@ -100,7 +183,7 @@ def alembic_config() -> Config:
     return cfg
 
 
-def _upgrade_sync(connection: sa.Connection, revision: str) -> None:
+def _upgrade_sync(revision: str, connection: sa.Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})"))
     cfg = alembic_config()
@@ -110,5 +193,4 @@ def _upgrade_sync(connection: sa.Connection, revision: str) -> None:
 
 async def upgrade(db: Database, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` in one transaction."""
-    async with db.write() as conn:
-        await conn.run_sync(_upgrade_sync, revision)
+    await db.write(functools.partial(_upgrade_sync, revision))

@@ -64,6 +64,54 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Hot-path statements, built once with bound parameters: constructing a statement with
+# literal values costs more CPU than running it on SQLite.
+_bp = sa.bindparam
+_GET_KEY = api_keys.select().where(api_keys.c.key_id == _bp("p_key_id"))
+_GET_AGENT = agents.select().where(agents.c.agent_id == _bp("p_agent_id"))
+_GET_NUMBER = phone_numbers.select().where(phone_numbers.c.phone_number == _bp("p_number"))
+_FIRST_NUMBER = (
+    phone_numbers.select()
+    .where(phone_numbers.c.agent_id == _bp("p_agent_id"))
+    .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
+    .limit(1)
+)
+_RESERVE_SLOT = (
+    accounts.update()
+    .where(
+        accounts.c.account_id == _bp("p_account_id"),
+        accounts.c.calls_in_flight
+        < sa.func.coalesce(accounts.c.max_concurrent_calls, _bp("p_default_limit")),
+    )
+    .values(
+        calls_in_flight=accounts.c.calls_in_flight + 1,
+        peak_concurrent_calls=sa.case(
+            (
+                accounts.c.calls_in_flight + 1 > accounts.c.peak_concurrent_calls,
+                accounts.c.calls_in_flight + 1,
+            ),
+            else_=accounts.c.peak_concurrent_calls,
+        ),
+    )
+)
+_RELEASE_SLOT = (
+    accounts.update()
+    .where(accounts.c.account_id == _bp("p_account_id"), accounts.c.calls_in_flight > 0)
+    .values(calls_in_flight=accounts.c.calls_in_flight - 1)
+)
+_MARK_DIALED = (
+    calls.update()
+    .where(calls.c.call_ref == _bp("p_ref"))
+    .values(call_id=_bp("p_sid"), updated_at=_bp("p_now"))
+)
+_GET_CALL = calls.select().where(calls.c.call_id == _bp("p_call_id"))
+_GET_OWN_CALL = calls.select().where(
+    calls.c.call_id == _bp("p_call_id"), calls.c.account_id == _bp("p_account_id")
+)
+_GET_CALL_BY_REF = calls.select().where(calls.c.call_ref == _bp("p_ref"))
+_INSERT_CALL = calls.insert().returning(calls.c.id)
+
+
 class DuplicateError(Exception):
     """A row with the same unique key already exists."""
 
@@ -150,8 +198,9 @@ class AccountRepository:
     ) -> Account:
         now = utcnow()
         account_id = "acct_" + secrets.token_hex(8)
-        async with self._db.write() as conn:
-            await conn.execute(
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 accounts.insert().values(
                     account_id=account_id,
                     name=name,
@@ -161,7 +210,7 @@ class AccountRepository:
                     created_at=now,
                 )
             )
-            await conn.execute(
+            conn.execute(
                 api_keys.insert().values(
                     key_id=key_id,
                     account_id=account_id,
@@ -171,54 +220,63 @@ class AccountRepository:
                     created_at=now,
                 )
             )
+
+        await self._db.write(work)
         return Account(account_id, name, max_concurrent_calls, 0, 0, now)
 
     async def get(self, account_id: str) -> Account | None:
-        async with self._db.read() as conn:
+        def work(conn: sa.Connection) -> Account | None:
             row = (
-                (await conn.execute(accounts.select().where(accounts.c.account_id == account_id)))
+                conn.execute(accounts.select().where(accounts.c.account_id == account_id))
                 .mappings()
                 .first()
             )
-        return _account(row) if row else None
+            return _account(row) if row else None
+
+        return await self._db.read(work)
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
-        async with self._db.read() as conn:
-            row = (
-                (await conn.execute(api_keys.select().where(api_keys.c.key_id == key_id)))
-                .mappings()
-                .first()
-            )
-        return _key(row) if row else None
+        def work(conn: sa.Connection) -> ApiKeyRecord | None:
+            row = conn.execute(_GET_KEY, {"p_key_id": key_id}).mappings().first()
+            return _key(row) if row else None
+
+        return await self._db.read(work)
 
     async def rotate_key(self, key_id: str, *, secret_hash: str, secret_encrypted: str) -> bool:
         """Replace the key's secret; the old one stops matching as soon as this commits."""
-        async with self._db.write() as conn:
-            result = await conn.execute(
+
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 api_keys.update()
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(
                     secret_hash=secret_hash, secret_encrypted=secret_encrypted, rotated_at=utcnow()
                 )
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
+
+        return await self._db.write(work)
 
     async def revoke_key(self, key_id: str) -> bool:
-        async with self._db.write() as conn:
-            result = await conn.execute(
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 api_keys.update()
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
+
+        return await self._db.write(work)
 
     async def set_max_concurrent_calls(self, account_id: str, limit: int | None) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 accounts.update()
                 .where(accounts.c.account_id == account_id)
                 .values(max_concurrent_calls=limit)
             )
+
+        await self._db.write(work)
 
     async def usage(self, account_id: str, *, since: datetime | None = None) -> Usage:
         """Call counts and minutes (optionally since a time), slots in use, peak concurrency."""
@@ -231,22 +289,34 @@ class AccountRepository:
             sa.func.coalesce(sa.func.sum(sa.case((calls.c.status == "failed", 1), else_=0)), 0),
             sa.func.coalesce(sa.func.sum(calls.c.duration_seconds), 0.0),
         ).where(*conditions)
-        async with self._db.read() as conn:
-            total, completed, failed, seconds = (await conn.execute(stmt)).one()
+
+        def work(conn: sa.Connection) -> Usage:
+            total, completed, failed, seconds = conn.execute(stmt).one()
             row = (
-                (await conn.execute(accounts.select().where(accounts.c.account_id == account_id)))
+                conn.execute(accounts.select().where(accounts.c.account_id == account_id))
                 .mappings()
                 .one()
             )
-        return Usage(
-            calls=int(total),
-            completed_calls=int(completed),
-            failed_calls=int(failed),
-            total_duration_seconds=float(seconds),
-            calls_in_flight=row["calls_in_flight"],
-            peak_concurrent_calls=row["peak_concurrent_calls"],
-            max_concurrent_calls=row["max_concurrent_calls"],
-        )
+            return Usage(
+                calls=int(total),
+                completed_calls=int(completed),
+                failed_calls=int(failed),
+                total_duration_seconds=float(seconds),
+                calls_in_flight=row["calls_in_flight"],
+                peak_concurrent_calls=row["peak_concurrent_calls"],
+                max_concurrent_calls=row["max_concurrent_calls"],
+            )
+
+        return await self._db.read(work)
+
+    async def total_calls_in_flight(self) -> int:
+        """Calls holding a slot across all accounts (the /metrics gauge)."""
+
+        def work(conn: sa.Connection) -> int:
+            stmt = sa.select(sa.func.coalesce(sa.func.sum(accounts.c.calls_in_flight), 0))
+            return int(conn.execute(stmt).scalar_one())
+
+        return await self._db.read(work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,8 +357,9 @@ class AgentRepository:
     async def create(self, account_id: str, config: dict[str, Any]) -> AgentRecord:
         now = utcnow()
         agent_id = new_agent_id()
-        async with self._db.write() as conn:
-            await conn.execute(
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 agents.insert().values(
                     agent_id=agent_id,
                     account_id=account_id,
@@ -297,65 +368,87 @@ class AgentRepository:
                     updated_at=now,
                 )
             )
+
+        await self._db.write(work)
         return AgentRecord(agent_id, account_id, dict(config), now, now)
 
     async def get(self, agent_id: str) -> AgentRecord | None:
         """The agent whatever its account (callers check ownership)."""
-        async with self._db.read() as conn:
-            row = (
-                (await conn.execute(agents.select().where(agents.c.agent_id == agent_id)))
-                .mappings()
-                .first()
-            )
-        return _agent(row) if row else None
+
+        def work(conn: sa.Connection) -> AgentRecord | None:
+            row = conn.execute(_GET_AGENT, {"p_agent_id": agent_id}).mappings().first()
+            return _agent(row) if row else None
+
+        return await self._db.read(work)
+
+    async def get_with_number(
+        self, agent_id: str, from_number: str | None
+    ) -> tuple[AgentRecord | None, PhoneNumberRecord | None]:
+        """The agent and, in the same read, the number an outbound call would use: the given
+        ``from_number`` (whatever its account; callers check), else the agent's first."""
+
+        def work(conn: sa.Connection) -> tuple[AgentRecord | None, PhoneNumberRecord | None]:
+            row = conn.execute(_GET_AGENT, {"p_agent_id": agent_id}).mappings().first()
+            if row is None:
+                return None, None
+            if from_number is not None:
+                number = conn.execute(_GET_NUMBER, {"p_number": from_number}).mappings().first()
+            else:
+                number = conn.execute(_FIRST_NUMBER, {"p_agent_id": agent_id}).mappings().first()
+            return _agent(row), (_number(number) if number else None)
+
+        return await self._db.read(work)
 
     async def list_page(
         self, account_id: str, *, limit: int, offset: int
     ) -> tuple[list[AgentRecord], int]:
         where = agents.c.account_id == account_id
-        async with self._db.read() as conn:
-            count = (
-                await conn.execute(sa.select(sa.func.count()).select_from(agents).where(where))
+
+        def work(conn: sa.Connection) -> tuple[list[AgentRecord], int]:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(agents).where(where)
             ).scalar_one()
             rows = (
-                (
-                    await conn.execute(
-                        agents.select()
-                        .where(where)
-                        .order_by(agents.c.created_at.desc(), agents.c.agent_id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
+                conn.execute(
+                    agents.select()
+                    .where(where)
+                    .order_by(agents.c.created_at.desc(), agents.c.agent_id.desc())
+                    .limit(limit)
+                    .offset(offset)
                 )
                 .mappings()
                 .all()
             )
-        return [_agent(r) for r in rows], int(count)
+            return [_agent(r) for r in rows], int(count)
+
+        return await self._db.read(work)
 
     async def replace_config(
         self, agent_id: str, account_id: str, config: dict[str, Any]
     ) -> AgentRecord | None:
         """Store a whole new (validated) config; None when the agent is not this account's."""
         now = utcnow()
-        async with self._db.write() as conn:
+
+        def work(conn: sa.Connection) -> AgentRecord | None:
             row = (
-                (
-                    await conn.execute(
-                        agents.update()
-                        .where(agents.c.agent_id == agent_id, agents.c.account_id == account_id)
-                        .values(config=config, updated_at=now)
-                        .returning(*agents.c)
-                    )
+                conn.execute(
+                    agents.update()
+                    .where(agents.c.agent_id == agent_id, agents.c.account_id == account_id)
+                    .values(config=config, updated_at=now)
+                    .returning(*agents.c)
                 )
                 .mappings()
                 .first()
             )
-        return _agent(row) if row else None
+            return _agent(row) if row else None
+
+        return await self._db.write(work)
 
     async def delete(self, agent_id: str, account_id: str) -> bool:
         """Delete the agent and detach its numbers; its past calls stay."""
-        async with self._db.write() as conn:
-            await conn.execute(
+
+        def work(conn: sa.Connection) -> bool:
+            conn.execute(
                 phone_numbers.update()
                 .where(
                     phone_numbers.c.agent_id == agent_id,
@@ -363,27 +456,32 @@ class AgentRepository:
                 )
                 .values(agent_id=None, updated_at=utcnow())
             )
-            result = await conn.execute(
+            result = conn.execute(
                 agents.delete().where(
                     agents.c.agent_id == agent_id, agents.c.account_id == account_id
                 )
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
+
+        return await self._db.write(work)
 
     async def phone_numbers_of(self, agent_ids: Sequence[str]) -> dict[str, list[str]]:
         """Numbers attached to each agent, oldest attachment first."""
         out: dict[str, list[str]] = {a: [] for a in agent_ids}
         if not agent_ids:
             return out
-        async with self._db.read() as conn:
-            rows = await conn.execute(
+
+        def work(conn: sa.Connection) -> dict[str, list[str]]:
+            rows = conn.execute(
                 sa.select(phone_numbers.c.agent_id, phone_numbers.c.phone_number)
                 .where(phone_numbers.c.agent_id.in_(list(agent_ids)))
                 .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
             )
             for agent_id, number in rows:
                 out[agent_id].append(number)
-        return out
+            return out
+
+        return await self._db.read(work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,26 +563,24 @@ class PhoneNumberRepository:
             "created_at": now,
             "updated_at": now,
         }
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(phone_numbers.insert().values(**values))
+
         try:
-            async with self._db.write() as conn:
-                await conn.execute(phone_numbers.insert().values(**values))
+            await self._db.write(work)
         except IntegrityError as exc:
             raise DuplicateError(phone_number) from exc
         return _number(values)
 
     async def get(self, phone_number: str) -> PhoneNumberRecord | None:
         """The number whatever its account (callers check ownership)."""
-        async with self._db.read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        phone_numbers.select().where(phone_numbers.c.phone_number == phone_number)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _number(row) if row else None
+
+        def work(conn: sa.Connection) -> PhoneNumberRecord | None:
+            row = conn.execute(_GET_NUMBER, {"p_number": phone_number}).mappings().first()
+            return _number(row) if row else None
+
+        return await self._db.read(work)
 
     async def get_owned(self, phone_number: str, account_id: str) -> PhoneNumberRecord | None:
         record = await self.get(phone_number)
@@ -492,20 +588,12 @@ class PhoneNumberRepository:
 
     async def first_for_agent(self, agent_id: str) -> PhoneNumberRecord | None:
         """The agent's first attached number (oldest import first)."""
-        async with self._db.read() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        phone_numbers.select()
-                        .where(phone_numbers.c.agent_id == agent_id)
-                        .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
-                        .limit(1)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _number(row) if row else None
+
+        def work(conn: sa.Connection) -> PhoneNumberRecord | None:
+            row = conn.execute(_FIRST_NUMBER, {"p_agent_id": agent_id}).mappings().first()
+            return _number(row) if row else None
+
+        return await self._db.read(work)
 
     async def list_page(
         self, account_id: str, *, agent_id: str | None = None, limit: int, offset: int
@@ -513,28 +601,27 @@ class PhoneNumberRepository:
         conditions = [phone_numbers.c.account_id == account_id]
         if agent_id is not None:
             conditions.append(phone_numbers.c.agent_id == agent_id)
-        async with self._db.read() as conn:
-            count = (
-                await conn.execute(
-                    sa.select(sa.func.count()).select_from(phone_numbers).where(*conditions)
-                )
+
+        def work(conn: sa.Connection) -> tuple[list[PhoneNumberRecord], int]:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(phone_numbers).where(*conditions)
             ).scalar_one()
             rows = (
-                (
-                    await conn.execute(
-                        phone_numbers.select()
-                        .where(*conditions)
-                        .order_by(
-                            phone_numbers.c.created_at.desc(), phone_numbers.c.phone_number.desc()
-                        )
-                        .limit(limit)
-                        .offset(offset)
+                conn.execute(
+                    phone_numbers.select()
+                    .where(*conditions)
+                    .order_by(
+                        phone_numbers.c.created_at.desc(), phone_numbers.c.phone_number.desc()
                     )
+                    .limit(limit)
+                    .offset(offset)
                 )
                 .mappings()
                 .all()
             )
-        return [_number(r) for r in rows], int(count)
+            return [_number(r) for r in rows], int(count)
+
+        return await self._db.read(work)
 
     async def update(
         self, phone_number: str, account_id: str, changes: Mapping[str, Any]
@@ -543,33 +630,36 @@ class PhoneNumberRepository:
         unknown = set(changes) - _NUMBER_UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
-        async with self._db.write() as conn:
+
+        def work(conn: sa.Connection) -> PhoneNumberRecord | None:
             row = (
-                (
-                    await conn.execute(
-                        phone_numbers.update()
-                        .where(
-                            phone_numbers.c.phone_number == phone_number,
-                            phone_numbers.c.account_id == account_id,
-                        )
-                        .values(**changes, updated_at=utcnow())
-                        .returning(*phone_numbers.c)
+                conn.execute(
+                    phone_numbers.update()
+                    .where(
+                        phone_numbers.c.phone_number == phone_number,
+                        phone_numbers.c.account_id == account_id,
                     )
+                    .values(**changes, updated_at=utcnow())
+                    .returning(*phone_numbers.c)
                 )
                 .mappings()
                 .first()
             )
-        return _number(row) if row else None
+            return _number(row) if row else None
+
+        return await self._db.write(work)
 
     async def delete(self, phone_number: str, account_id: str) -> bool:
-        async with self._db.write() as conn:
-            result = await conn.execute(
+        def work(conn: sa.Connection) -> bool:
+            result = conn.execute(
                 phone_numbers.delete().where(
                     phone_numbers.c.phone_number == phone_number,
                     phone_numbers.c.account_id == account_id,
                 )
             )
-        return result.rowcount == 1
+            return result.rowcount == 1
+
+        return await self._db.write(work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,7 +785,6 @@ class CallRepository:
         """
         now = utcnow()
         ref = new_call_ref()
-        limit = sa.func.coalesce(accounts.c.max_concurrent_calls, default_limit)
         values: dict[str, Any] = {
             "call_id": ref,
             "call_ref": ref,
@@ -731,47 +820,25 @@ class CallRepository:
             "slot_held": True,
             "updated_at": now,
         }
-        async with self._db.write() as conn:
-            reserved = await conn.execute(
-                accounts.update()
-                .where(
-                    accounts.c.account_id == call.account_id,
-                    accounts.c.calls_in_flight < limit,
-                )
-                .values(
-                    calls_in_flight=accounts.c.calls_in_flight + 1,
-                    peak_concurrent_calls=sa.case(
-                        (
-                            accounts.c.calls_in_flight + 1 > accounts.c.peak_concurrent_calls,
-                            accounts.c.calls_in_flight + 1,
-                        ),
-                        else_=accounts.c.peak_concurrent_calls,
-                    ),
-                )
-            )
-            if reserved.rowcount != 1:
-                return None
-            new_id = (
-                await conn.execute(calls.insert().values(**values).returning(calls.c.id))
-            ).scalar_one()
-        return _call({"id": new_id, **values})
+        reserve = {"p_account_id": call.account_id, "p_default_limit": default_limit}
 
-    async def mark_dialed(self, call_ref: str, call_sid: str) -> CallRecord | None:
+        def work(conn: sa.Connection) -> int | None:
+            if conn.execute(_RESERVE_SLOT, reserve).rowcount != 1:
+                return None
+            new_id: int = conn.execute(_INSERT_CALL, values).scalar_one()
+            return new_id
+
+        new_id = await self._db.write(work)
+        return None if new_id is None else _call({"id": new_id, **values})
+
+    async def mark_dialed(self, call_ref: str, call_sid: str) -> bool:
         """The carrier accepted the dial: the call's public id becomes the carrier SID."""
-        async with self._db.write() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        calls.update()
-                        .where(calls.c.call_ref == call_ref)
-                        .values(call_id=call_sid, updated_at=utcnow())
-                        .returning(*calls.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _call(row) if row else None
+        params = {"p_ref": call_ref, "p_sid": call_sid, "p_now": utcnow()}
+
+        def work(conn: sa.Connection) -> bool:
+            return conn.execute(_MARK_DIALED, params).rowcount == 1
+
+        return await self._db.write(work)
 
     async def fail_dial(self, call_ref: str, twilio_error: dict[str, Any]) -> bool:
         """The carrier rejected the dial: record it as failed and give the slot back."""
@@ -791,23 +858,11 @@ class CallRepository:
         if status not in ACTIVE_CALL_STATUSES:
             raise ValueError(f"{status!r} is not a live status; use finish_call")
         self._check_fields(fields)
-        async with self._db.write() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        calls.update()
-                        .where(
-                            calls.c.call_id == call_id,
-                            calls.c.status.in_(ACTIVE_CALL_STATUSES),
-                        )
-                        .values(status=status, updated_at=utcnow(), **fields)
-                        .returning(*calls.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _call(row) if row else None
+        return await self._update_returning(
+            calls.update()
+            .where(calls.c.call_id == call_id, calls.c.status.in_(ACTIVE_CALL_STATUSES))
+            .values(status=status, updated_at=utcnow(), **fields)
+        )
 
     async def finish_call(
         self, call_id: str, status: str, ended_reason: str, **fields: Any
@@ -830,20 +885,16 @@ class CallRepository:
         """Set lifecycle/analysis fields (transcript, recording, summary, ...) on a call
         without changing its status."""
         self._check_fields(fields)
-        async with self._db.write() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        calls.update()
-                        .where(calls.c.call_id == call_id)
-                        .values(updated_at=utcnow(), **fields)
-                        .returning(*calls.c)
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return _call(row) if row else None
+        return await self._update_returning(
+            calls.update().where(calls.c.call_id == call_id).values(updated_at=utcnow(), **fields)
+        )
+
+    async def _update_returning(self, stmt: sa.Update) -> CallRecord | None:
+        def work(conn: sa.Connection) -> CallRecord | None:
+            row = conn.execute(stmt.returning(*calls.c)).mappings().first()
+            return _call(row) if row else None
+
+        return await self._db.write(work)
 
     async def _finish(
         self,
@@ -853,29 +904,27 @@ class CallRepository:
         ended_reason: str,
         fields: dict[str, Any],
     ) -> bool:
-        async with self._db.write() as conn:
-            row = (
-                await conn.execute(
-                    calls.update()
-                    .where(where, calls.c.slot_held.is_(True))
-                    .values(
-                        status=status,
-                        ended_reason=ended_reason,
-                        slot_held=False,
-                        updated_at=utcnow(),
-                        **fields,
-                    )
-                    .returning(calls.c.account_id)
-                )
-            ).first()
+        end = (
+            calls.update()
+            .where(where, calls.c.slot_held.is_(True))
+            .values(
+                status=status,
+                ended_reason=ended_reason,
+                slot_held=False,
+                updated_at=utcnow(),
+                **fields,
+            )
+            .returning(calls.c.account_id)
+        )
+
+        def work(conn: sa.Connection) -> bool:
+            row = conn.execute(end).first()
             if row is None:
                 return False
-            await conn.execute(
-                accounts.update()
-                .where(accounts.c.account_id == row[0], accounts.c.calls_in_flight > 0)
-                .values(calls_in_flight=accounts.c.calls_in_flight - 1)
-            )
-        return True
+            conn.execute(_RELEASE_SLOT, {"p_account_id": row[0]})
+            return True
+
+        return await self._db.write(work)
 
     @staticmethod
     def _check_fields(fields: Mapping[str, Any]) -> None:
@@ -883,24 +932,24 @@ class CallRepository:
         if unknown:
             raise ValueError(f"not a lifecycle field: {sorted(unknown)}")
 
+    async def _select_one(self, stmt: sa.Select[Any], params: dict[str, Any]) -> CallRecord | None:
+        def work(conn: sa.Connection) -> CallRecord | None:
+            row = conn.execute(stmt, params).mappings().first()
+            return _call(row) if row else None
+
+        return await self._db.read(work)
+
     async def get(self, call_id: str, account_id: str | None = None) -> CallRecord | None:
         """A call by public id; with ``account_id``, only if it is that account's."""
-        conditions = [calls.c.call_id == call_id]
-        if account_id is not None:
-            conditions.append(calls.c.account_id == account_id)
-        async with self._db.read() as conn:
-            row = (await conn.execute(calls.select().where(*conditions))).mappings().first()
-        return _call(row) if row else None
+        if account_id is None:
+            return await self._select_one(_GET_CALL, {"p_call_id": call_id})
+        return await self._select_one(
+            _GET_OWN_CALL, {"p_call_id": call_id, "p_account_id": account_id}
+        )
 
     async def get_by_ref(self, call_ref: str) -> CallRecord | None:
         """A call by the engine's reference (stable from creation, before the SID exists)."""
-        async with self._db.read() as conn:
-            row = (
-                (await conn.execute(calls.select().where(calls.c.call_ref == call_ref)))
-                .mappings()
-                .first()
-            )
-        return _call(row) if row else None
+        return await self._select_one(_GET_CALL_BY_REF, {"p_ref": call_ref})
 
     async def list_page(
         self, account_id: str, filters: CallFilters, *, limit: int, offset: int
@@ -918,35 +967,35 @@ class CallRepository:
             conditions.append(calls.c.created_at >= filters.since)
         if filters.until is not None:
             conditions.append(calls.c.created_at < filters.until)
-        async with self._db.read() as conn:
-            count = (
-                await conn.execute(sa.select(sa.func.count()).select_from(calls).where(*conditions))
+
+        def work(conn: sa.Connection) -> tuple[list[CallRecord], int]:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(calls).where(*conditions)
             ).scalar_one()
             rows = (
-                (
-                    await conn.execute(
-                        calls.select()
-                        .where(*conditions)
-                        .order_by(calls.c.created_at.desc(), calls.c.id.desc())
-                        .limit(limit)
-                        .offset(offset)
-                    )
+                conn.execute(
+                    calls.select()
+                    .where(*conditions)
+                    .order_by(calls.c.created_at.desc(), calls.c.id.desc())
+                    .limit(limit)
+                    .offset(offset)
                 )
                 .mappings()
                 .all()
             )
-        return [_call(r) for r in rows], int(count)
+            return [_call(r) for r in rows], int(count)
+
+        return await self._db.read(work)
 
     async def delete(self, call_id: str, account_id: str) -> CallRecord | None:
         """Delete an ended call (returned, so the caller can remove its recording); None when
         it is not this account's. Raises :class:`CallInProgressError` while it is live."""
-        async with self._db.write() as conn:
+
+        def work(conn: sa.Connection) -> CallRecord | None:
             row = (
-                (
-                    await conn.execute(
-                        calls.select().where(
-                            calls.c.call_id == call_id, calls.c.account_id == account_id
-                        )
+                conn.execute(
+                    calls.select().where(
+                        calls.c.call_id == call_id, calls.c.account_id == account_id
                     )
                 )
                 .mappings()
@@ -956,27 +1005,30 @@ class CallRepository:
                 return None
             if row["slot_held"]:
                 raise CallInProgressError(call_id)
-            await conn.execute(
+            conn.execute(
                 calls.delete().where(calls.c.id == row["id"], calls.c.slot_held.is_(False))
             )
-        return _call(row)
+            return _call(row)
+
+        return await self._db.write(work)
 
     async def recount_in_flight(self, account_id: str) -> int:
         """Reset the account's slot counter from the rows that hold a slot (repair tool)."""
-        async with self._db.write() as conn:
-            held = (
-                await conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(calls)
-                    .where(calls.c.account_id == account_id, calls.c.slot_held.is_(True))
-                )
+
+        def work(conn: sa.Connection) -> int:
+            held = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(calls)
+                .where(calls.c.account_id == account_id, calls.c.slot_held.is_(True))
             ).scalar_one()
-            await conn.execute(
+            conn.execute(
                 accounts.update()
                 .where(accounts.c.account_id == account_id)
                 .values(calls_in_flight=held)
             )
-        return int(held)
+            return int(held)
+
+        return await self._db.write(work)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1007,50 +1059,63 @@ class IdempotencyRepository:
         replaced."""
         now = utcnow()
         pk = (idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)
-        try:
-            async with self._db.write() as conn:
-                await conn.execute(
-                    idempotency_keys.delete().where(
-                        *pk, idempotency_keys.c.created_at < now - self.TTL
-                    )
+
+        def insert(conn: sa.Connection) -> None:
+            conn.execute(
+                idempotency_keys.delete().where(*pk, idempotency_keys.c.created_at < now - self.TTL)
+            )
+            conn.execute(
+                idempotency_keys.insert().values(
+                    account_id=account_id, key=key, request_hash=request_hash, created_at=now
                 )
-                await conn.execute(
-                    idempotency_keys.insert().values(
-                        account_id=account_id, key=key, request_hash=request_hash, created_at=now
-                    )
-                )
-            return None
-        except IntegrityError:
-            pass
-        async with self._db.read() as conn:
-            row = (await conn.execute(idempotency_keys.select().where(*pk))).mappings().first()
-        if row is None:  # released between our insert attempt and this read: try once more
-            return await self.claim(account_id, key, request_hash)
-        return IdempotencyRecord(
-            request_hash=row["request_hash"],
-            response_status=row["response_status"],
-            response_body_encrypted=row["response_body_encrypted"],
-            created_at=row["created_at"],
-        )
+            )
+
+        def existing(conn: sa.Connection) -> IdempotencyRecord | None:
+            row = conn.execute(idempotency_keys.select().where(*pk)).mappings().first()
+            if row is None:
+                return None
+            return IdempotencyRecord(
+                request_hash=row["request_hash"],
+                response_status=row["response_status"],
+                response_body_encrypted=row["response_body_encrypted"],
+                created_at=row["created_at"],
+            )
+
+        for _ in range(3):
+            try:
+                await self._db.write(insert)
+                return None
+            except IntegrityError:
+                pass
+            record = await self._db.read(existing)
+            if record is not None:
+                return record
+            # released between our insert attempt and the read: try again
+        raise RuntimeError("idempotency key contended; retry")
 
     async def complete(
         self, account_id: str, key: str, *, status: int, body_encrypted: str
     ) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 idempotency_keys.update()
                 .where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key)
                 .values(response_status=status, response_body_encrypted=body_encrypted)
             )
 
+        await self._db.write(work)
+
     async def release(self, account_id: str, key: str) -> None:
         """Forget a claim whose request should be retryable (429, 5xx)."""
-        async with self._db.write() as conn:
-            await conn.execute(
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
                 idempotency_keys.delete().where(
                     idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == key
                 )
             )
+
+        await self._db.write(work)
 
 
 # --------------------------------------------------------------------------------------------
