@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -188,10 +187,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+async def wait_ready(port: int, proc: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc.returncode is not None:
             raise RuntimeError("server exited")
         try:
             conn = await Connection.open(port)
@@ -220,7 +219,9 @@ async def run_backend(
         "NIXFLEX_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT / "src"),
     }
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--serve", str(port), env=env
+    )
     try:
         await wait_ready(port, proc)
         post_body = json.dumps(
@@ -245,7 +246,7 @@ async def run_backend(
         return [post_result, get_result]
     finally:
         proc.terminate()
-        proc.wait(10)
+        await proc.wait()
 
 
 async def pg_database(base_url: str, name: str, drop: bool = False) -> str:
