@@ -661,3 +661,14 @@ def test_a_long_pause_inside_a_greeting_is_corrected_quickly_without_a_beep() ->
     assert len(overriding) == 1 and overriding[0].method == "transcript"
     assert overriding[0].at_ms - human.at_ms <= ArbiterSettings().late_weak_window_ms
     assert arb.result().voicemail_detected is True
+
+
+def test_a_tone_after_a_clear_person_is_logged_not_obeyed() -> None:
+    # A person asked who is calling; some tone on their line later must not hang up on them.
+    tl = Timeline().say("Hello, who is this?", 400, 1500).beep(4000, 300)
+    arb, out = run(tl, 5000)
+    (human,) = actions_of(out, HumanDetected)
+    assert human.confidence >= 0.9
+    (late,) = actions_of(out, LateMachine)
+    assert late.method == "beep" and not late.overrides
+    assert arb.state == "human"

@@ -196,7 +196,8 @@ def beep_verdict(event: BeepEvent) -> Verdict:
 # Weights: >= 3 "strong" (an answering machine or carrier says it, a person on a live call
 # practically never does), 1.5-2.5 "medium", <= 1 "weak" (a person says it too). Human cues
 # carry negative weights. Patterns match normalized text: lower case, no accents, no
-# punctuation except "?" (kept as a separate token). Each cue counts once.
+# punctuation except "?" (kept as a separate token). Each cue counts once, and of cues that
+# say the same thing (``_CUE_GROUPS``) only the strongest.
 _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     # ---------------------------------------------------------------- English, machine
     ("en_after_tone", 3.0, r"\b(after|at) the (tone|beep|signal)\b"),
@@ -775,7 +776,6 @@ class TranscriptClassifier:
     _interim: _Segment | None = None
     _speech: list[list[float]] = field(default_factory=list)  # merged [start, end] spans
     _vad_speaking: bool = False
-    _vad_start_ms: float = 0.0
     _text_cache: str = ""
     _cues: list[Cue] = field(default_factory=list)
     _machine_score: float = 0.0
@@ -803,7 +803,6 @@ class TranscriptClassifier:
 
     def on_speech_started(self, start_ms: float, *, now_ms: float) -> Verdict:
         self._vad_speaking = True
-        self._vad_start_ms = start_ms
         self._add_speech(start_ms, start_ms)
         return self.tick(now_ms)
 
@@ -892,27 +891,26 @@ class TranscriptClassifier:
             norm_words = [w.strip("?") for w in normalize_text(text).split()]
             self._greeting_words = sum(w in _SHORT_GREETING_WORDS for w in norm_words)
 
-    def _runs(self, now_ms: float) -> tuple[float, float, float]:
-        """(total speech ms, longest unbroken run ms, first run ms) including ongoing speech."""
+    def _runs(self, now_ms: float) -> tuple[float, float]:
+        """(total speech ms, longest unbroken run ms), counting speech still going on.
+
+        A run is speech whose pauses are all shorter than ``monologue_gap_ms``: the pause a
+        person leaves for a reply is longer than that.
+        """
         spans = [list(s) for s in self._speech]
         if self._vad_speaking and spans:
             spans[-1][1] = max(spans[-1][1], now_ms)
         gap = self.settings.monologue_gap_ms
         total = sum(e - s for s, e in spans)
-        longest = first = 0.0
+        longest = 0.0
         run_start: float | None = None
         run_end = 0.0
-        first_done = False
         for s, e in spans:
             if run_start is None or s - run_end >= gap:
-                if run_start is not None and not first_done:
-                    first, first_done = run_end - run_start, True
                 run_start = s
             run_end = max(run_end, e)
             longest = max(longest, run_end - run_start)
-        if run_start is not None and not first_done:
-            first = run_end - run_start
-        return total, longest, first
+        return total, longest
 
     def _decide(self, now_ms: float) -> Verdict:
         s = self.settings
@@ -920,7 +918,7 @@ class TranscriptClassifier:
             return Verdict("undecided", 0.0, "no speech yet", "transcript", now_ms)
         m = self.machine_score()
         h = self.human_score()
-        total_ms, longest_ms, _ = self._runs(now_ms)
+        total_ms, longest_ms = self._runs(now_ms)
         bonus = 0.0
         if longest_ms >= s.long_monologue_ms:
             bonus = s.long_monologue_bonus
@@ -1166,7 +1164,6 @@ class VoicemailArbiter:
     _amd_end_ms: float | None = None
     _message_started_ms: float | None = None
     _message_trigger: str | None = None
-    _person_cue_after_human: bool = False
     _late_reported: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -1205,8 +1202,6 @@ class VoicemailArbiter:
         verdict = self.classifier.on_transcript(
             text, is_final=is_final, start_ms=start_ms, end_ms=end_ms, now_ms=now_ms
         )
-        if self.state == "human" and self.classifier.human_score() > 0:
-            self._person_cue_after_human = True
         return self._after_transcript(verdict, now_ms)
 
     def on_speech_started(self, start_ms: float, *, now_ms: float) -> list[Action]:
@@ -1308,7 +1303,6 @@ class VoicemailArbiter:
         self._human_confidence = confidence
         self._human_method = method
         self._result_reason = reason
-        self._person_cue_after_human = False
         actions: list[Action] = [HumanDetected(now_ms, method, confidence, reason)]
         actions.extend(self._allow_opener(now_ms, f"human ({method})"))
         return actions
@@ -1341,6 +1335,7 @@ class VoicemailArbiter:
 
     def _late_machine(self, verdict: Verdict, now_ms: float) -> list[Action]:
         s = self.settings
+        person_cues = self.classifier.human_score() > 0  # "who is this?", "can I take..."
         # Report each detector's late evidence once, and again only when it gets stronger
         # (the transcript verdict is re-offered on every tick).
         if verdict.confidence <= self._late_reported.get(verdict.method, 0.0):
@@ -1364,7 +1359,7 @@ class VoicemailArbiter:
             # the pause was inside a recorded greeting.
             weak_human = (
                 self._human_method == "transcript"
-                and not self._person_cue_after_human
+                and not person_cues
                 and self._human_ms is not None
                 and now_ms - self._human_ms <= s.late_weak_window_ms
             )
@@ -1374,13 +1369,11 @@ class VoicemailArbiter:
                 or (
                     verdict.confidence >= s.late_transcript_min_confidence
                     and self._human_confidence < s.late_max_human_confidence
-                    and not self._person_cue_after_human
+                    and not person_cues
                 )
             )
         else:
-            overrides = self._human_confidence < s.late_max_human_confidence or (
-                not self._person_cue_after_human
-            )
+            overrides = self._human_confidence < s.late_max_human_confidence or (not person_cues)
         late = LateMachine(now_ms, verdict.method, verdict.confidence, verdict.reason, overrides)
         if not overrides:
             self._disagreements.append(f"{now_ms:.0f}ms late {verdict.reason} ignored")
