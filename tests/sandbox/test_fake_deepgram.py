@@ -349,3 +349,16 @@ async def test_unsupported_audio_format_is_refused(sandbox: Sandbox) -> None:
         async with client.listen.v1.connect(**{**LISTEN, "sample_rate": 16000}):
             pass
     assert err.value.status_code == 400
+
+
+async def test_default_endpointing_finalizes_20_ms_after_speech(sandbox: Sandbox) -> None:
+    options = {k: v for k, v in LISTEN.items() if k != "endpointing"}  # Deepgram's default: 10
+    audio = mulaw(sp.synthesize("quick"), sp.silence(300))
+    client = sandbox.deepgram_client()
+    async with client.listen.v1.connect(**options) as stt:
+        await stt.send_media(audio)
+        await stt.send_close_stream()
+        finals = [m for m in results([m async for m in stt]) if m.is_final]
+    assert len(finals) == 1 and finals[0].speech_final
+    speech_end = sp.duration_ms("quick") / 1000
+    assert finals[0].start + finals[0].duration == pytest.approx(speech_end + 0.02, abs=0.011)

@@ -196,3 +196,12 @@ def test_the_engine_beep_detector_ignores_sandbox_speech() -> None:
     for text in ("aaaaaaaaaaaa", "oooooooo", "Hello? Hello!!! Who is this?", "1111111111"):
         for pitch in (95.0, 125.0, 210.0, 250.0):
             assert beeps(sp.synthesize(text, pitch_hz=pitch)) == 0
+
+
+@pytest.mark.parametrize("amplitude", [0.1, 0.3, 1.0])
+def test_levels_from_quiet_to_full_scale_decode(amplitude: float) -> None:
+    text = "Levels, levels: 0.1 to 1.0!"
+    audio = np.concatenate([sp.synthesize(text, amplitude=amplitude), sp.noise(200)])
+    [utt] = sp.decode(through_mulaw(audio))
+    assert utt.text == text and not utt.truncated
+    assert utt.start_s == 0.0 and utt.end_s == pytest.approx(sp.duration_ms(text) / 1000, abs=0.011)

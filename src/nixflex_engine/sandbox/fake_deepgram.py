@@ -27,8 +27,9 @@ STT (``/v1/listen``): binary mu-law (or linear16) at 8 kHz in; JSON control fram
 
 Times (``start``, ``duration``, word ``start``/``end``, ``timestamp``, ``last_word_end``) are in
 seconds of audio received on the connection. A symbol is decoded about 40 ms after it is spoken,
-and a word closes when the space after it is decoded or 30 ms of silence follow it, so a final
-arrives ``max(endpointing, 30 ms) + final_delay_ms`` after the caller stops.
+and a word closes when the space after it is decoded or 20 ms of silence follow it, so a final
+arrives ``max(endpointing, 20 ms) + final_delay_ms`` after the caller stops (to the 10 ms hop);
+with ``Finalize`` it is ``finalize_delay_ms`` after the Finalize.
 
 TTS over REST (``POST /v1/speak``, body ``{"text": ...}``, as older SDKs and Pipecat's HTTP
 service use): the same speech, streamed after ``ttfb_ms`` at ``speed``; ``container=wav`` adds a
@@ -93,7 +94,8 @@ _NET0001 = (
     "See https://dpgr.am/net0001"
 )
 _WHITESPACE = frozenset(b" \t\r\n")
-_STT_GAP_MS = 30.0
+_STT_GAP_MS = 20.0
+_STEP = 160  # samples decoded between two endpoint checks
 _AUDIO_CACHE_SIZE = 256
 
 
@@ -662,8 +664,10 @@ class _ListenSession:
             samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
         else:
             samples = mulaw_to_pcm16_array(data)
-        self._events(self.decoder.feed(samples))
-        self._after_audio()
+        # 20 ms at a time, so a big chunk is timed as if it had been streamed.
+        for i in range(0, len(samples), _STEP):
+            self._events(self.decoder.feed(samples[i : i + _STEP]))
+            self._after_audio()
 
     def _flush_words(self) -> None:
         self._events(self.decoder.flush())
