@@ -85,6 +85,7 @@ from nixflex_engine.pipeline import (
 
 HOPS = (1, 5, 10)
 CPU_REPEATS = 5
+HOT_FRAMES = 5000
 CALL_LEVELS = (1, 10, 100, 300)
 SIDE = "nixflex"
 
@@ -274,17 +275,21 @@ def inbound_parts() -> InboundParts:
 class InboundSink(FrameProcessor):
     """End of a call's chain: tells the call's stats when each audio frame arrives."""
 
-    __slots__ = ("started", "stats", "transport_started")
+    __slots__ = ("arrival", "started", "stats", "transport_started")
 
     def __init__(self, stats: CallStats) -> None:
         super().__init__(name="sink")
         self.stats = stats
         self.started = asyncio.Event()
         self.transport_started = asyncio.Event()
+        #: Set on each audio frame when someone waits for it (the hot-chain measurement).
+        self.arrival: asyncio.Event | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if type(frame) is InputAudioFrame:
             self.stats.arrived(frame.timestamp_ms // FRAME_MS, time.perf_counter())
+            if self.arrival is not None:
+                self.arrival.set()
         elif isinstance(frame, StartFrame):
             self.started.set()
         elif isinstance(frame, TransportStartedFrame):
@@ -438,6 +443,52 @@ def _media(i: int, payloads: list[str]) -> str:
 # --- stage costs ---------------------------------------------------------------------------
 
 
+async def hot_chain(frames: int, audio_path: str | None = None) -> dict[str, Any]:
+    """The whole inbound chain of one call, one message at a time, back to back.
+
+    Each message is handed to the call's socket and the next one only once the frame has
+    reached the sink: the chain's own CPU cost per frame (transport reader wake-up, parse,
+    decode, VAD, hops), without the 20 ms pacing and so without the event loop's idle
+    wake-ups that dominate a lightly loaded process.
+    """
+    mulaw = load_mulaw_file(audio_path) if audio_path else caller_mulaw()[0]
+    payloads = mulaw_frames_b64(mulaw)
+    n = len(payloads)
+    call = OurCall(0, inbound_parts())
+    await call.start()
+    arrival = call._sink.arrival = asyncio.Event()
+    sid = stream_sid_for(0)
+    texts = [media_message(sid, i, payloads[i % n]) for i in range(frames * 2 + 500)]
+    perf = time.perf_counter
+    for i in range(500):
+        arrival.clear()
+        await call.feed(i, texts[i])
+        await arrival.wait()
+    latencies = np.empty(frames, dtype=np.float64)
+    for j in range(frames):
+        i = 500 + j
+        t = perf()
+        arrival.clear()
+        await call.feed(i, texts[i])
+        await arrival.wait()
+        latencies[j] = perf() - t  # until the driver is back: both sides measure the same
+    gc.collect()
+    cpu0 = time.process_time()
+    for j in range(frames):
+        i = 500 + frames + j
+        arrival.clear()
+        await call.feed(i, texts[i])
+        await arrival.wait()
+    cpu_s = time.process_time() - cpu0
+    await call.stop()
+    return {
+        "frames": frames,
+        "cpu_us_per_frame": 1e6 * cpu_s / frames,
+        "latency": summarize_us(latencies),
+        "chain": inbound_parts().description,
+    }
+
+
 def stage_costs(frames: int = 20000) -> dict[str, float]:
     """CPU µs per 20 ms frame of each inbound stage alone (tight loops, no event loop)."""
     from nixflex_engine.processors.codec import mulaw_to_pcm16
@@ -583,6 +634,10 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, An
             else:
                 ov = pt["per_hop"]["default/LLMTextFrame"]
             out["ratios"][f"per_hop_cpu pipecat[{key}] / ours"] = tv["cpu_us"] / ov["cpu_us"]
+    if ours.get("hot_chain") and theirs.get("hot_chain"):
+        out["ratios"]["inbound_hot_chain_cpu_per_frame pipecat/ours"] = (
+            theirs["hot_chain"]["cpu_us_per_frame"] / ours["hot_chain"]["cpu_us_per_frame"]
+        )
     their_levels = theirs.get("inbound", {}).get("levels", [])
     ratios = {}
     for lv in levels:
@@ -697,6 +752,32 @@ def print_comparison(ours: dict[str, Any], theirs: dict[str, Any], cmp: dict[str
             ],
             hop_rows,
         )
+    ho, ht = ours.get("hot_chain"), theirs.get("hot_chain")
+    if ho and ht:
+        print_table(
+            "inbound chain of one call, back to back (chain CPU without the 20 ms pacing)",
+            ["", "ours", "pipecat", "x"],
+            [
+                [
+                    "cpu µs/frame",
+                    ho["cpu_us_per_frame"],
+                    ht["cpu_us_per_frame"],
+                    ht["cpu_us_per_frame"] / ho["cpu_us_per_frame"],
+                ],
+                [
+                    "latency p50 µs",
+                    ho["latency"]["p50_us"],
+                    ht["latency"]["p50_us"],
+                    ht["latency"]["p50_us"] / ho["latency"]["p50_us"],
+                ],
+                [
+                    "latency p99 µs",
+                    ho["latency"]["p99_us"],
+                    ht["latency"]["p99_us"],
+                    ht["latency"]["p99_us"] / ho["latency"]["p99_us"],
+                ],
+            ],
+        )
     lv_o = ours.get("inbound", {}).get("levels", [])
     lv_t = theirs.get("inbound", {}).get("levels", [])
     rows = []
@@ -738,6 +819,10 @@ def print_comparison(ours: dict[str, Any], theirs: dict[str, Any], cmp: dict[str
 
 
 def print_targets(cmp: dict[str, Any]) -> None:
+    for name, r in cmp.get("ratios", {}).items():
+        if isinstance(r, dict):
+            r = ", ".join(f"{k}: {_short(v)}" for k, v in r.items())
+        print(f"  ratio {name}: {_short(r)}")
     print("\ntargets (issue 2):")
     for name, t in cmp["targets"].items():
         detail = ", ".join(f"{k}={_short(v)}" for k, v in t.items() if k != "met")
@@ -806,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     warmup_s = args.warmup_s if args.warmup_s is not None else (1.0 if args.quick else 2.0)
-    measure_s = args.measure_s if args.measure_s is not None else (2.0 if args.quick else 10.0)
+    measure_s = args.measure_s if args.measure_s is not None else (2.0 if args.quick else 8.0)
     if args.child_calls is not None:
         run = run_harness_floor if args.null_chain else run_inbound
         res = asyncio.run(
@@ -849,6 +934,20 @@ def main(argv: list[str] | None = None) -> int:
             [list(result["stages"].values())],
         )
     if not args.skip_inbound:
+        result["hot_chain"] = asyncio.run(hot_chain(HOT_FRAMES, args.caller_audio))
+        hc = result["hot_chain"]
+        print_table(
+            f"{SIDE}: inbound chain of one call, one message at a time, back to back",
+            ["frames", "cpu µs/frame", "p50 µs", "p99 µs"],
+            [
+                [
+                    hc["frames"],
+                    hc["cpu_us_per_frame"],
+                    hc["latency"]["p50_us"],
+                    hc["latency"]["p99_us"],
+                ]
+            ],
+        )
         child_args = ["--warmup-s", str(warmup_s), "--measure-s", str(measure_s)]
         if args.caller_audio:
             child_args += ["--caller-audio", args.caller_audio]

@@ -24,6 +24,7 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+export PYTHONUNBUFFERED=1  # progress shows as it happens through tee
 PY="$ROOT/.venv/bin/python"
 PIPECAT_VENV="${PIPECAT_VENV:-$ROOT/.venv-pipecat}"
 PIPECAT_SPEC='pipecat-ai[silero]==1.14.0'
