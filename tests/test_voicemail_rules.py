@@ -672,3 +672,76 @@ def test_a_tone_after_a_clear_person_is_logged_not_obeyed() -> None:
     (late,) = actions_of(out, LateMachine)
     assert late.method == "beep" and not late.overrides
     assert arb.state == "human"
+
+
+_EVENT = st.one_of(
+    st.tuples(
+        st.just("say"),
+        st.sampled_from(
+            [t for ts in PEOPLE.values() for t in ts][:8]
+            + [t for ts in MACHINES.values() for t in ts][:6]
+        ),
+    ),
+    st.tuples(
+        st.just("amd"),
+        st.sampled_from(
+            [
+                "human",
+                "machine_start",
+                "machine_end_beep",
+                "machine_end_silence",
+                "machine_end_other",
+                "fax",
+                "unknown",
+            ]
+        ),
+    ),
+    st.tuples(st.just("beep"), st.integers(min_value=150, max_value=1200)),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=20000), _EVENT), min_size=0, max_size=5
+    ),
+    action=st.sampled_from(["hangup", "leave_message", "ignore"]),
+)
+def test_arbiter_invariants_on_random_sequences(
+    events: list[tuple[int, tuple[str, Any]]], action: VoicemailAction
+) -> None:
+    tl = Timeline()
+    for at, (kind, arg) in events:
+        if kind == "say":
+            tl.say(arg, at, at + _duration_ms(arg))
+        elif kind == "amd":
+            tl.amd(arg, at)
+        else:
+            tl.beep(at, arg)
+    arb, out = run(tl, 30000, action=action)
+    acts = [a for _, a in out if not isinstance(a, Verdict)]
+    detected = [a for a in acts if isinstance(a, VoicemailDetected)]
+    assert len(detected) <= 1
+    assert len([a for a in acts if isinstance(a, AllowOpener)]) <= 1
+    assert len([a for a in acts if isinstance(a, HumanDetected)]) <= 1
+    ends = [a for a in acts if isinstance(a, EndCall)]
+    starts = [a for a in acts if isinstance(a, StartVoicemailMessage)]
+    if action == "hangup":
+        assert len(ends) == len(detected) and not starts
+    else:
+        assert not ends
+    if action != "leave_message":
+        assert not starts
+    elif starts:
+        assert detected and starts[0].at_ms >= detected[0].at_ms
+        assert not starts[0].restart and all(s.restart for s in starts[1:])
+    if detected:
+        assert acts.index(detected[0]) < min(
+            (acts.index(a) for a in ends + starts), default=len(acts)
+        )
+        r = arb.result()
+        assert r.voicemail_detected is True and r.detected_ms == detected[0].at_ms
+        assert r.method == detected[0].method
+    for late in (a for a in acts if isinstance(a, LateMachine)):
+        assert any(isinstance(a, HumanDetected) for a in acts[: acts.index(late)])
+    assert all(isinstance(a, Action) for a in acts)
