@@ -208,11 +208,12 @@ class FakeOutput(FrameProcessor):
             await self._both(
                 PlayedAudioFrame(audio=frame.audio, play_at_ms=play_at, chunk_id=frame.chunk_id)
             )
-            self._arm_stop()
+            await self.push_frame(frame, direction)  # passed on, as TwilioOutput does
         elif isinstance(frame, MarkFrame):
             due = max(self.now_ms(), self._buffer_end)
             self._marks[frame.name] = due
             self.create_task(self._echo(frame.name, due), "mark")
+            await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
             await self._clear()
             await self.push_frame(frame, direction)
@@ -221,8 +222,6 @@ class FakeOutput(FrameProcessor):
                 self._held_end = frame
             else:
                 await self.push_frame(frame, direction)
-        elif isinstance(frame, (TTSTextFrame, TTSStartedFrame, TTSStoppedFrame)):
-            await self.push_frame(frame, direction)
         else:
             await self.push_frame(frame, direction)
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from nixflex_engine.frames import (
     BotStoppedSpeakingFrame,
     EndCallFrame,
+    ErrorFrame,
     InterruptionFrame,
     LLMContextFrame,
     MarkPlayedFrame,
@@ -119,6 +120,7 @@ async def run_user_side(*frames_and_dirs):
         await task.queue_frame(frame, direction)
     await task.end()
     await asyncio.wait_for(runner, 5)
+    assert edges.of(ErrorFrame, UPSTREAM) == []
     return agg, edges
 
 
@@ -211,6 +213,7 @@ async def run_assistant_side(*frames):
         await task.queue_frame(frame)
     await task.end()
     await asyncio.wait_for(runner, 5)
+    assert edges.of(ErrorFrame, UPSTREAM) == []
     return edges.of(TranscriptEntryFrame, UPSTREAM), edges
 
 

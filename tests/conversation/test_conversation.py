@@ -15,6 +15,7 @@ from typing import Any
 from conversation_fakes import Edges, FakeLLM, FakeOutput, FakeTTS, start, wait_for
 
 from nixflex_engine.frames import (
+    ErrorFrame,
     InterimTranscriptFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -78,6 +79,8 @@ class Call:
             await self.task.cancel("test_over")
         assert self.runner is not None
         await asyncio.wait_for(self.runner, 5)
+        errors = self.edges.of(ErrorFrame, UPSTREAM) + self.edges.of(ErrorFrame)
+        assert errors == [], errors
 
     def now(self) -> float:
         return self.task.clock.now_ms()
@@ -342,3 +345,43 @@ async def test_turn_metrics_over_several_turns() -> None:
         totals = sorted(t["total_ms"] for t in summary["turns"])
         assert summary["p50"]["total_ms"] == totals[1]
         assert all(isinstance(r, LLMContextFrame) for r in call.llm.requests)
+
+
+async def test_half_sentence_then_pause_is_not_answered() -> None:
+    async with Call(scripted("Yes, we have a table at eight."), unfinished_wait_ms=1500) as call:
+        start_ms = call.now()
+        await call.send(UserStartedSpeakingFrame(start_ms=start_ms))
+        await call.send(TranscriptFrame(text="I was wondering if"))
+        await call.send(UserStoppedSpeakingFrame(start_ms=start_ms, stop_ms=call.now()))
+        # The STT answers the Finalize with nothing new: an empty endpoint.
+        await call.send(TranscriptFrame(text="", speech_final=True))
+        await asyncio.sleep(0.3)
+        assert call.llm.requests == []  # a pause mid-clause is not the end of the turn
+        await call.say("you have a table tonight.")
+        await wait_for(lambda: len(call.llm.requests) == 1)
+        assert call.llm.requests[0].messages == (
+            {"role": "user", "content": "I was wondering if you have a table tonight."},
+        )
+
+
+async def test_barge_in_is_pushed_in_the_frame_that_crosses_the_threshold() -> None:
+    reply = "Here is a long answer. It goes on for a while. And then some more."
+    async with Call(scripted(reply), interruption_sensitivity=100) as call:
+        await call.say("Tell me.")
+        await wait_for(lambda: len(call.edges.of(MarkPlayedFrame)) >= 1)
+        # The agent has been speaking for 200+ ms; the VAD reports speech that began 200 ms
+        # ago (past the 150 ms threshold): the interruption must leave within this very
+        # frame's handling, with no timer wait.
+        await call.send(UserStartedSpeakingFrame(start_ms=call.now() - 200))
+        assert call.output.cleared == 1
+        assert len(call.edges.of(InterruptionFrame)) == 1
+
+
+async def test_no_timer_is_left_spinning_and_nothing_is_left_behind() -> None:
+    call = Call(scripted("Fine."))
+    async with call:
+        await call.say("How are you?")
+        await wait_for(lambda: len(call.agent_lines()) == 1)
+        await asyncio.sleep(0.1)
+        assert call.task.tasks.pending <= 3  # the turn timer, and the fakes' idle mark tasks
+    assert call.task.tasks.pending == 0

@@ -10,13 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nixflex_engine.frames import (
+    ErrorFrame,
     InterruptionFrame,
     MetricsFrame,
     PlayedAudioFrame,
     TranscriptFrame,
     UserTurnEndedFrame,
 )
-from nixflex_engine.pipeline import Pipeline, PipelineTask
+from nixflex_engine.pipeline import UPSTREAM, Pipeline, PipelineTask
 from nixflex_engine.processors.metrics import (
     LATENCY_FIELDS,
     LatencyTracker,
@@ -135,6 +136,7 @@ async def test_processor_emits_the_figures_as_metrics_frames() -> None:
         await task.queue_frame(frame)
     await task.end()
     await asyncio.wait_for(runner, 5)
+    assert edges.of(ErrorFrame, UPSTREAM) == []
     mine = [m for m in edges.of(MetricsFrame) if m.processor == metrics.name]
     assert {m.name: m.value for m in mine} == {
         "endpointing_ms": 100,

@@ -89,8 +89,12 @@ does not restart the count, a caller turn does. After ``silence_hangup_seconds``
 While the goodbye plays, nothing interrupts it and no turn starts; if the run has not ended
 ``goodbye_grace_ms`` later (TTS failure), an ``EndCallFrame`` with the reason is pushed.
 
-UtteranceEnd: the frame set has no frame for Deepgram's ``UtteranceEnd``; a
-``TranscriptFrame`` with empty text and ``speech_final=True`` is taken as one.
+STT conventions: the frame set has no frame for Deepgram's ``UtteranceEnd``. The STT sends
+``TranscriptFrame(text="", speech_final=True)`` for it and for a ``Finalize`` answered with
+nothing new, which cannot be told apart, so the processor takes it as "the finals cover the
+speech" (a final with nothing to add), not as :meth:`TurnDetector.on_utterance_end` (which
+would end a turn that stops mid-clause at once); ``unfinished_wait_ms`` (1 s by default, like
+Deepgram's ``utterance_end_ms``) then plays the utterance end's part.
 """
 
 from __future__ import annotations
@@ -871,9 +875,9 @@ class TurnTakingProcessor(FrameProcessor):
     async def _transcript(self, frame: TranscriptFrame, now: float) -> None:
         if frame.text.strip() and self._policy.on_transcript(frame.text, now):
             await self._barge_in(now)
-        if not frame.text.strip() and frame.speech_final:
-            await self._apply(self._detector.on_utterance_end(now), now)
-            return
+        # An empty endpoint is the STT's "all speech is in" (Deepgram's UtteranceEnd, or a
+        # Finalize answered with nothing new; the two arrive alike): it covers the speech, and
+        # text that ends mid-clause still gets its unfinished_wait_ms.
         events = self._detector.on_final(
             frame.text, now, speech_final=frame.speech_final, end_ms=frame.end_ms
         )
