@@ -13,7 +13,7 @@ import jsonschema_rs
 import pytest
 from anthropic import AsyncAnthropic
 
-from nixflex_engine.sandbox.fake_anthropic import AnthropicFault, split_tokens
+from nixflex_engine.sandbox.fake_anthropic import AnthropicFault, default_reply, split_tokens
 
 from .conftest import Sandbox
 
@@ -353,3 +353,27 @@ async def test_health_lists_every_fake(sandbox: Sandbox) -> None:
     async with httpx.AsyncClient() as http:
         resp = await http.get(f"{sandbox.url}/sandbox/health")
     assert resp.json()["routes"] == ["/v1/listen", "/v1/messages", "/v1/speak"]
+
+
+def test_default_persona_is_deterministic_and_conversational() -> None:
+    system = "You are Sam, a scheduling assistant calling from Bright Dental. Be brief."
+
+    def convo(*user_turns: str) -> list[dict[str, Any]]:
+        msgs: list[dict[str, Any]] = []
+        for i, turn in enumerate(user_turns):
+            if i:
+                msgs.append({"role": "assistant", "content": "..."})
+            msgs.append({"role": "user", "content": turn})
+        return msgs
+
+    opener = default_reply(convo("(call connected)"), system)
+    assert opener.startswith("Hi, this is Sam calling from Bright Dental.")
+    assert default_reply(convo("Hi", "[silence]"), system) == "Hello? Are you still there?"
+    assert default_reply(convo("Hi", "Yes, sure."), system).startswith("Great.")
+    assert default_reply(convo("Hi", "No."), system).startswith("No problem")
+    assert default_reply(convo("Hi", "How long does it take?"), system).startswith("Good question")
+    quoted = default_reply(convo("Hi", "My dog ate the letter"), system)
+    assert '"My dog ate the letter"' in quoted
+    for bye in ("Okay, bye.", "I'm not interested", "Goodbye!"):
+        assert default_reply(convo("Hi", bye), system).endswith("[END_CALL]")
+    assert default_reply(convo("Hi", "Thanks!")) == default_reply(convo("Hi", "Thanks!"))

@@ -362,3 +362,24 @@ async def test_default_endpointing_finalizes_20_ms_after_speech(sandbox: Sandbox
     assert len(finals) == 1 and finals[0].speech_final
     speech_end = sp.duration_ms("quick") / 1000
     assert finals[0].start + finals[0].duration == pytest.approx(speech_end + 0.02, abs=0.011)
+
+
+async def test_timed_drops_on_listen_and_speak(sandbox: Sandbox) -> None:
+    sandbox.deepgram.listen_faults.append(ListenFault(drop_after_ms=150))
+    client = sandbox.deepgram_client()
+    started = time.monotonic()
+    with pytest.raises(Exception) as err:
+        async with client.listen.v1.connect(**LISTEN) as stt:
+            async for _ in stt:  # sends nothing: the timer alone drops it
+                pass
+    assert "ConnectionClosed" in type(err.value).__name__
+    assert 0.14 <= time.monotonic() - started < 5
+    assert sandbox.deepgram.listen_log[-1].dropped
+
+    sandbox.deepgram.speak_settings.speed = 1.0
+    sandbox.deepgram.speak_faults.append(SpeakFault(drop_after_ms=250, close_code=1011))
+    with pytest.raises(Exception) as err:
+        await speak(sandbox, ["A long enough sentence to still be speaking at 250 ms."])
+    assert "1011" in str(err.value)
+    record = sandbox.deepgram.speak_log[-1]
+    assert record.dropped and 0 < record.audio_bytes < 53 * 600

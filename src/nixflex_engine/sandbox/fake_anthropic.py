@@ -222,18 +222,34 @@ def split_tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S{1,5}|\s+$", text)
 
 
-def default_reply(messages: list[dict[str, Any]]) -> str:
-    """The deterministic demo persona's reply to the last user message."""
+def _persona(system: str) -> tuple[str, str]:
+    """The agent's name and company, read from a system prompt ("You are Sam ... from Acme")."""
+    name = re.search(r"\b[Yy]ou are ([A-Z][a-z]+)\b", system)
+    company = re.search(r"\b(?:from|at|for|with) ([A-Z][\w&'-]*(?: [A-Z][\w&'-]*)*)", system)
+    return (name.group(1) if name else "Alex", company.group(1) if company else "Acme")
+
+
+def default_reply(messages: list[dict[str, Any]], system: str = "") -> str:
+    """The deterministic demo persona's reply to the last user message.
+
+    Its first turn is an opener (a phone agent speaks first); then it says goodbye with
+    ``[END_CALL]`` when the caller does, re-prompts on a bracketed note such as ``[silence]``,
+    thanks, confirms, answers questions, and otherwise asks the caller to say more, quoting
+    them (so tests can see what it was told).
+    """
+    name, company = _persona(system)
     last = _last_user_text(messages).strip()
     low = last.lower()
     turns = sum(1 for m in messages if m.get("role") == "assistant")
     if re.search(r"\b(bye|goodbye|good bye|have to go|not interested|stop calling)\b", low):
         return f"Understood. Thank you for your time, and have a great day. Goodbye! {_END_CALL}"
-    if not last or (turns == 0 and re.search(r"\b(hello|hi|hey|speaking|who is this|yes\?)", low)):
+    if turns == 0 or not last:
         return (
-            "Hi, this is Alex calling from Acme. I'm following up on your recent request. "
-            "Do you have a minute to talk?"
+            f"Hi, this is {name} calling from {company}. I'm following up on your recent "
+            "request. Do you have a minute to talk?"
         )
+    if re.fullmatch(r"[\[(].*[\])]", low):
+        return "Hello? Are you still there?"
     if re.search(r"\b(thanks|thank you)\b", low):
         return "You're very welcome. Is there anything else I can help you with today?"
     if re.search(r"^(yes|yeah|yep|sure|ok|okay|of course|absolutely)\b", low):
@@ -392,7 +408,9 @@ class FakeAnthropic:
             name = choice.get("name") if choice.get("type") == "tool" else tools[0].get("name")
             tool = next((t for t in tools if t.get("name") == name), tools[0])
             return ToolReply(str(tool.get("name")), tool_input_for(tool, body))
-        return default_reply(list(body.get("messages") or []))
+        system = body.get("system")
+        system_text = system if isinstance(system, str) else _block_text(system)
+        return default_reply(list(body.get("messages") or []), system_text)
 
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
         units = _prompt_units(body)
