@@ -56,6 +56,7 @@ class Database:
 
     __slots__ = (
         "_async_engine",
+        "_async_read_engine",
         "_read_engine",
         "_readers",
         "_sync_engine",
@@ -71,6 +72,7 @@ class Database:
         self._sync_engine: sa.Engine | None = None
         self._read_engine: sa.Engine | None = None
         self._async_engine: AsyncEngine | None = None
+        self._async_read_engine: AsyncEngine | None = None
         self._writer: ThreadPoolExecutor | None = None
         self._readers: ThreadPoolExecutor | None = None
         if self.is_sqlite:
@@ -102,7 +104,11 @@ class Database:
                 echo=echo,
                 pool_size=pool_size,
                 max_overflow=pool_size,
-                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+            # Reads run in autocommit: no BEGIN/ROLLBACK round trips around a SELECT.
+            self._async_read_engine = self._async_engine.execution_options(
+                isolation_level="AUTOCOMMIT"
             )
 
     @property
@@ -116,16 +122,25 @@ class Database:
         if self._sync_engine is not None:
             assert self._readers is not None
             return await _in_thread(self._readers, functools.partial(self._sync_read, work))
-        assert self._async_engine is not None
-        async with self._async_engine.connect() as conn:
+        assert self._async_read_engine is not None
+        async with self._async_read_engine.connect() as conn:
             return await conn.run_sync(work)
 
-    async def write(self, work: Work[T]) -> T:
+    async def write(self, work: Work[T], *, single_statement: bool = False) -> T:
         """Run ``work(conn)`` in a transaction, committed if it returns, rolled back if it
-        raises (the exception propagates)."""
+        raises (the exception propagates).
+
+        ``single_statement=True`` promises that ``work`` runs one statement (atomic by
+        itself); on PostgreSQL it then runs in autocommit, saving the BEGIN and COMMIT round
+        trips.
+        """
         if self._sync_engine is not None:
             assert self._writer is not None
             return await _in_thread(self._writer, functools.partial(self._sync_write, work))
+        if single_statement:
+            assert self._async_read_engine is not None
+            async with self._async_read_engine.connect() as conn:
+                return await conn.run_sync(work)
         assert self._async_engine is not None
         async with self._async_engine.begin() as conn:
             return await conn.run_sync(work)

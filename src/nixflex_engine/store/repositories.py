@@ -838,7 +838,7 @@ class CallRepository:
         def work(conn: sa.Connection) -> bool:
             return conn.execute(_MARK_DIALED, params).rowcount == 1
 
-        return await self._db.write(work)
+        return await self._db.write(work, single_statement=True)
 
     async def fail_dial(self, call_ref: str, twilio_error: dict[str, Any]) -> bool:
         """The carrier rejected the dial: record it as failed and give the slot back."""
@@ -894,7 +894,7 @@ class CallRepository:
             row = conn.execute(stmt.returning(*calls.c)).mappings().first()
             return _call(row) if row else None
 
-        return await self._db.write(work)
+        return await self._db.write(work, single_statement=True)
 
     async def _finish(
         self,
