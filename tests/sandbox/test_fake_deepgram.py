@@ -383,3 +383,19 @@ async def test_timed_drops_on_listen_and_speak(sandbox: Sandbox) -> None:
     assert "1011" in str(err.value)
     record = sandbox.deepgram.speak_log[-1]
     assert record.dropped and 0 < record.audio_bytes < 53 * 600
+
+
+async def test_invalid_query_parameters_are_refused(sandbox: Sandbox) -> None:
+    client = sandbox.deepgram_client()
+    for bad in ({"endpointing": "soon"}, {"utterance_end_ms": "-5"}):
+        with pytest.raises(ApiError) as err:
+            async with client.listen.v1.connect(**{**LISTEN, **bad}):
+                pass
+        assert err.value.status_code == 400
+    async with client.listen.v1.connect(**{**LISTEN, "endpointing": False}) as stt:
+        await stt.send_media(mulaw(sp.synthesize("hi there"), sp.silence(300)))
+        await stt.send_close_stream()
+        finals = [m for m in results([m async for m in stt]) if m.is_final]
+    # No endpointing: the words are finalized when the sound stops, never as speech_final.
+    assert [(text(m), m.speech_final) for m in finals] == [("hi there", False)]
+    assert sandbox.deepgram.listen_log[-1].query["endpointing"] == ["false"]

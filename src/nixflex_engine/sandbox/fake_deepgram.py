@@ -312,6 +312,11 @@ class FakeDeepgram:
                 "The sandbox speaks 8 kHz mulaw or linear16 only.",
             )
             return False
+        for name in ("endpointing", "utterance_end_ms"):
+            value = (query.get(name) or ["0"])[-1]
+            if not speak and not (value.isdigit() or (name == "endpointing" and value == "false")):
+                await self._reject(ws, 400, "INVALID_QUERY_PARAMETER", f"Invalid {name}: {value}")
+                return False
         return True
 
     # -- STT
@@ -435,10 +440,9 @@ async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
 class _Outbox:
     """In-order sender: each message leaves at its due time, never before an earlier one."""
 
-    def __init__(self, ws: WebSocket, on_sent: Any = None) -> None:
+    def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
         self._queue: asyncio.Queue[tuple[float, str | bytes | None]] = asyncio.Queue()
-        self._on_sent = on_sent
         self.task = asyncio.create_task(self._run())
 
     def put(self, payload: str | bytes | None, delay_ms: float = 0.0) -> None:
@@ -465,8 +469,6 @@ class _Outbox:
                     await self._ws.send_text(payload)
             except Exception:  # the client went away: nothing more to say
                 return
-            if self._on_sent is not None:
-                self._on_sent(payload)
 
 
 class _ListenSession:
