@@ -205,3 +205,20 @@ def test_levels_from_quiet_to_full_scale_decode(amplitude: float) -> None:
     [utt] = sp.decode(through_mulaw(audio))
     assert utt.text == text and not utt.truncated
     assert utt.start_s == 0.0 and utt.end_s == pytest.approx(sp.duration_ms(text) / 1000, abs=0.011)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    text=PRINTABLE.filter(lambda t: len(t) <= 30),
+    pitch=st.floats(min_value=85, max_value=270),
+    amplitude=st.floats(min_value=0.1, max_value=1.0),
+    noise_dbfs=st.floats(min_value=-70, max_value=-45),
+)
+def test_round_trip_at_any_voice_level_and_noise_floor(
+    text: str, pitch: float, amplitude: float, noise_dbfs: float
+) -> None:
+    voice = sp.synthesize(text, pitch_hz=pitch, amplitude=amplitude).astype(np.int32)
+    line = np.concatenate([np.zeros(800, np.int32), voice, np.zeros(800, np.int32)])
+    line += sp.noise(len(line) / 8, level_dbfs=noise_dbfs)[: len(line)]
+    audio = np.clip(line, -32768, 32767).astype(np.int16)
+    assert sp.decode_text(through_mulaw(audio)) == text
