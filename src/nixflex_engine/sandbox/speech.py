@@ -278,7 +278,7 @@ def _analyse(signal: npt.NDArray[np.float64], hops: int, band_floor: float) -> _
         signal, shape=(hops, WINDOW_SAMPLES), strides=(HOP_SAMPLES * step, step), writeable=False
     )
     hop_power = np.square(signal[WINDOW_SAMPLES - HOP_SAMPLES :]).reshape(hops, HOP_SAMPLES)
-    rms = np.sqrt(hop_power.mean(axis=1))
+    rms = np.sqrt(hop_power.sum(axis=1) / HOP_SAMPLES)
     spectrum = np.fft.rfft(frames * _HANN, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
     band = power[:, _BAND[0] : _BAND[1]].sum(axis=1)
@@ -451,8 +451,10 @@ class SpeechDecoder:
             return
         # Two symbols of one parity back to back (e.g. two utterances concatenated with no gap)
         # form one long run; split it by its energy-weighted length (≈ 6.3 windows a symbol).
-        strength = np.array([w.strength for w in run])
-        weight = float(np.minimum(strength / max(float(np.median(strength)), 1e-12), 1.0).sum())
+        strengths = sorted(w.strength for w in run)
+        mid = len(strengths) // 2
+        median = max((strengths[mid] + strengths[(len(strengths) - 1) // 2]) / 2, 1e-12)
+        weight = sum(min(x / median, 1.0) for x in strengths)
         count = max(1, round(weight / _WINDOWS_PER_SYMBOL))
         first = run[0].start + WINDOW_SAMPLES // 2 - HOP_SAMPLES // 2
         last = run[-1].start + WINDOW_SAMPLES // 2 + HOP_SAMPLES // 2
@@ -460,17 +462,18 @@ class SpeechDecoder:
         if not self._in_activity or self._silent_samples:
             last = min(last, self._last_active_end)
         last = max(last, first + 1)
-        bounds = np.linspace(0, len(run), count + 1).round().astype(int)
         span = (last - first) / count
         for i in range(count):
-            part = run[bounds[i] : bounds[i + 1]]
+            part = run[round(i * len(run) / count) : round((i + 1) * len(run) / count)]
             if not part:
                 continue
-            energy = np.sum([w.energy for w in part], axis=0)  # (g, d)
-            digits = np.argmax(energy, axis=1)
-            chosen = float(np.sum(np.max(energy, axis=1)))
-            if chosen < _PARITY_MIN * float(np.sum(energy)):
+            energy = part[0].energy
+            for w in part[1:]:
+                energy = energy + w.energy  # (g, d)
+            best = energy.max(axis=1)
+            if float(best.sum()) < _PARITY_MIN * float(energy.sum()):
                 continue
+            digits = energy.argmax(axis=1).tolist()
             byte = 0
             for d in digits:
                 byte = (byte << 2) | int(d)
