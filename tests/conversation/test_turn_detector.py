@@ -191,7 +191,7 @@ class TestPreemptive:
     def test_no_preemptive_on_unfinished_words(self) -> None:
         d = TurnDetector(preemptive=True)
         d.on_user_started(0)
-        d.on_interim("I want to", 400)
+        d.on_interim("I want the", 400)
         assert d.on_user_stopped(600) == []
 
 
@@ -208,6 +208,9 @@ def test_looks_unfinished_examples() -> None:
     assert looks_unfinished("Quiero reservar una mesa para")
     assert not looks_unfinished("Where are you calling from?")
     assert not looks_unfinished("Yes, that works.")
+    assert not looks_unfinished("I'd like that.")  # common endings are not taken as cut
+    assert not looks_unfinished("I think so.")
+    assert not looks_unfinished("Ich mag das.")
     assert not looks_unfinished("")
 
 

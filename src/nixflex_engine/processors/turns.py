@@ -170,24 +170,23 @@ BACKCHANNEL_WORDS: frozenset[str] = frozenset(
     ).split()
 )
 
-#: Last words after which a sentence is almost never over (conjunctions, prepositions,
-#: articles, possessives, fillers). A trailing period from the STT does not make it finished.
+#: Last words after which a sentence is almost never over: conjunctions, articles,
+#: possessive determiners, a few prepositions, fillers. A trailing period from the STT does not
+#: make it finished. Words that often end a complete sentence are left out on purpose ("I'd
+#: like that", "I think so", "I'd love to", "Ich mag das", "Ik weet het"): a wrong "unfinished"
+#: costs ``unfinished_wait_ms`` of silence on every such turn.
 _UNFINISHED_WORDS: frozenset[str] = frozenset(
     (
         # English
-        "and but or so because cause 'cause if that which who whose when where while although"
-        " though unless until since than the a an to of in into on at for with from by about my"
-        " your our their his its i'm i'd i'll we're you're they're let's um uh er erm like just"
-        " maybe also then plus as was were is are am be wondering thinking want wanted need"
-        " needed would could should"
+        "and but or because cause 'cause if unless although though whereas than the a an my"
+        " your our their of with into i'm i'd i'll we're you're they're let's um uh er erm"
         # Spanish, Portuguese, Italian
-        " y pero porque que de del el la los las un una para con en mi tu su e mas com uma ma"
-        " perch\u00e9 di il per o"
+        " y pero porque que de del el los las un una para con mi tu su e mas com uma ma"
+        " perch\u00e9 di il per"
         # French
-        " et mais ou parce qui le les une pour avec donc euh mon ton ta des du au"
+        " et mais parce le les une pour avec donc euh mon ton ta des du au"
         # German, Dutch
-        " und aber oder weil dass der die das ein eine mit f\u00fcr von zu wenn ich maar omdat"
-        " dat het een van voor met"
+        " und aber weil dass der ein eine maar omdat een"
     ).split()
 )
 
@@ -990,7 +989,7 @@ class TurnTakingProcessor(FrameProcessor):
         if self._reply_pending_since is not None:
             candidates.append(self._reply_pending_since + self.reply_timeout_ms)
         if self._silence_since is not None and self._agent_spoke and not self._agent_active():
-            if not self._reprompted and self.reprompt_after_ms < self.silence_hangup_ms:
+            if not self._reprompted and self._reprompt_enabled():
                 candidates.append(self._silence_since + self.reprompt_after_ms)
             candidates.append(self._silence_since + self.silence_hangup_ms)
         due = [c for c in candidates if c is not None]
@@ -1051,10 +1050,18 @@ class TurnTakingProcessor(FrameProcessor):
             silent_ms = now - self._silence_since
             if silent_ms >= self.silence_hangup_ms:
                 await self._goodbye(EndReason.SILENCE_TIMEOUT.value, self.silence_goodbye_text)
-            elif not self._reprompted and silent_ms >= self.reprompt_after_ms:
+            elif (
+                not self._reprompted
+                and self._reprompt_enabled()
+                and silent_ms >= self.reprompt_after_ms
+            ):
                 self._reprompted = True
                 log_event(_log, "turns.reprompt", call_id=self.call_id)
                 await self.push_frame(TTSSpeakFrame(text=self.reprompt_text))
+
+    def _reprompt_enabled(self) -> bool:
+        # No re-prompt without text, or when the hang-up would come first.
+        return bool(self.reprompt_text.strip()) and self.reprompt_after_ms < self.silence_hangup_ms
 
     async def _goodbye(self, reason: str, text: str) -> None:
         log_event(_log, "turns.goodbye", call_id=self.call_id, reason=reason)
