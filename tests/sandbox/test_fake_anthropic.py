@@ -377,3 +377,14 @@ def test_default_persona_is_deterministic_and_conversational() -> None:
     for bye in ("Okay, bye.", "I'm not interested", "Goodbye!"):
         assert default_reply(convo("Hi", bye), system).endswith("[END_CALL]")
     assert default_reply(convo("Hi", "Thanks!")) == default_reply(convo("Hi", "Thanks!"))
+
+
+async def test_stream_faults_on_a_request_that_is_not_streamed(sandbox: Sandbox) -> None:
+    c = client(sandbox)
+    sandbox.anthropic.fail_next("drop")
+    with pytest.raises(anthropic.APIConnectionError):
+        await c.messages.create(model=MODEL, max_tokens=20, messages=HELLO)
+    sandbox.anthropic.fail_next("stream_error")
+    with pytest.raises(anthropic.OverloadedError):
+        await c.messages.create(model=MODEL, max_tokens=20, messages=HELLO)
+    assert (await c.messages.create(model=MODEL, max_tokens=20, messages=HELLO)).content

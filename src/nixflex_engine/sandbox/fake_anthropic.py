@@ -33,7 +33,8 @@ Faults: ``fake.faults`` is a queue, one entry per request: :class:`AnthropicFaul
 ``overloaded`` (529), ``rate_limit`` (429, ``retry-after: 0``), ``api_error`` (500),
 ``unavailable`` (503), ``stream_error`` (an SSE ``error`` event after ``after_tokens`` deltas)
 and ``drop`` (the TCP connection aborted after ``after_tokens`` deltas);
-``fake.fail_next("overloaded", times=2)`` queues two. Every request is recorded in
+``fake.fail_next("overloaded", times=2)`` queues two. A request that is not streamed meets a
+``drop`` as an aborted connection and a ``stream_error`` as a 529. Every request is recorded in
 ``fake.requests`` (headers, body, what was sent, whether the client hung up).
 """
 
@@ -490,6 +491,11 @@ class FakeAnthropic:
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )
+        if fault is not None:  # mid-stream faults, on a request that is not streamed
+            if fault.kind == "drop" and abort_connection(request.scope):
+                return Response(status_code=500)  # never delivered: the socket is gone
+            status, kind, message = _STATUS["overloaded"]
+            return error(status, kind, message)
         plan = _plan(reply, body)
         await self._sleep_until(received + self.settings.ttft_ms / 1000)
         delay = len(plan.pieces) / max(self.settings.tokens_per_s, 1e-9)
