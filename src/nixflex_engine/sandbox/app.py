@@ -1,10 +1,11 @@
 """One Starlette app serving every sandbox fake on one port, selected by URL path.
 
-===================================  =====================================================
-``/v1/listen``, ``/v1/speak`` (ws)   :class:`~nixflex_engine.sandbox.fake_deepgram.FakeDeepgram`
-``/v1/messages`` (POST)              :class:`~nixflex_engine.sandbox.fake_anthropic.FakeAnthropic`
-Twilio REST + media (fake callee)    ``sandbox/fake_twilio.py``: ``twilio_routes(state)``
-===================================  =====================================================
+* ``/v1/listen``, ``/v1/speak`` (websocket, and ``POST /v1/speak``):
+  :class:`~nixflex_engine.sandbox.fake_deepgram.FakeDeepgram`;
+* ``POST /v1/messages``: :class:`~nixflex_engine.sandbox.fake_anthropic.FakeAnthropic`;
+* ``/2010-04-01/...`` (Twilio REST), when given a ``twilio_state``:
+  ``nixflex_engine.sandbox.fake_twilio.twilio_routes(state)``;
+* ``GET /sandbox/health``: what is mounted.
 
 So the engine is pointed at the sandbox by settings alone: the Deepgram websocket root, the
 Anthropic base URL and the Twilio API base URL are all the one sandbox URL.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +31,9 @@ from starlette.types import ASGIApp
 from nixflex_engine.sandbox.fake_anthropic import FakeAnthropic
 from nixflex_engine.sandbox.fake_deepgram import FakeDeepgram
 from nixflex_engine.sandbox.serve import AbortHookMiddleware
+
+if TYPE_CHECKING:
+    from nixflex_engine.sandbox.fake_twilio import FakeTwilio
 
 __all__ = ["build_sandbox_app"]
 
@@ -46,7 +50,7 @@ def build_sandbox_app(
     *,
     deepgram: FakeDeepgram | None = None,
     anthropic: FakeAnthropic | None = None,
-    twilio_state: Any = None,
+    twilio_state: FakeTwilio | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The sandbox app. ``deepgram``/``anthropic`` default to fresh fakes with default
