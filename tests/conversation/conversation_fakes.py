@@ -103,8 +103,11 @@ class FakeLLM(FrameProcessor):
 class FakeTTS(FrameProcessor):
     """Sentences → ``TTSTextFrame`` + mu-law audio (``ms_per_char`` per character) + mark."""
 
-    def __init__(self, *, ms_per_char: float = 10.0, ttfb_ms: float = 5.0) -> None:
+    def __init__(
+        self, *, ms_per_char: float = 10.0, ttfb_ms: float = 5.0, mute: bool = False
+    ) -> None:
         super().__init__(name="FakeTTS")
+        self.mute = mute  # a broken TTS: swallows everything it should say
         self.ms_per_char = ms_per_char
         self.ttfb_ms = ttfb_ms
         self.spoken: list[str] = []
@@ -146,7 +149,7 @@ class FakeTTS(FrameProcessor):
 
     async def _speak(self, text: str) -> None:
         text = text.strip()
-        if not text:
+        if not text or self.mute:
             return
         if not self._in_reply:
             self._in_reply = True
@@ -169,7 +172,7 @@ class FakeTTS(FrameProcessor):
         if self._in_reply:
             await self.push_frame(TTSStoppedFrame())
         self._in_reply = False
-        if self._end_call:
+        if self._end_call and not self.mute:
             reason, self._end_call = self._end_call, None
             await self.push_frame(EndCallFrame(reason=reason))
 

@@ -15,6 +15,7 @@ from typing import Any
 from conversation_fakes import Edges, FakeLLM, FakeOutput, FakeTTS, start, wait_for
 
 from nixflex_engine.frames import (
+    EndCallFrame,
     ErrorFrame,
     InterimTranscriptFrame,
     InterruptionFrame,
@@ -43,13 +44,14 @@ class Call:
         *,
         ttft_s: float = 0.02,
         ms_per_char: float = 10.0,
+        mute_tts: bool = False,
         **turn_settings: Any,
     ) -> None:
         turn_settings.setdefault("max_call_duration_seconds", 60)
         self.turns = TurnTakingProcessor(**turn_settings)
         self.user = UserContextAggregator("You are Anna from Acme.")
         self.llm = FakeLLM(reply, ttft_s=ttft_s)
-        self.tts = FakeTTS(ms_per_char=ms_per_char)
+        self.tts = FakeTTS(ms_per_char=ms_per_char, mute=mute_tts)
         self.output = FakeOutput()
         self.assistant = AssistantContextAggregator(ms_per_char=ms_per_char)
         self.metrics = TurnMetricsProcessor()
@@ -385,3 +387,26 @@ async def test_no_timer_is_left_spinning_and_nothing_is_left_behind() -> None:
         await asyncio.sleep(0.1)
         assert call.task.tasks.pending <= 3  # the turn timer, and the fakes' idle mark tasks
     assert call.task.tasks.pending == 0
+
+
+async def test_a_reply_that_never_comes_does_not_hold_the_caller_forever() -> None:
+    async with Call(scripted(), ttft_s=30.0, reply_timeout_ms=400) as call:
+        await call.say("Hello?")
+        await wait_for(lambda: len(call.llm.requests) == 1)
+        await asyncio.sleep(0.6)  # the reply is overdue: the floor is the caller's again
+        await call.say("Are you there?", speech_ms=100)  # short: would be held over a reply
+        await wait_for(lambda: len(call.llm.requests) == 2)
+        assert call.llm.requests[1].messages == (
+            {"role": "user", "content": "Hello?\nAre you there?"},
+        )
+
+
+async def test_goodbye_that_cannot_be_spoken_still_ends_the_call() -> None:
+    async with Call(
+        scripted(), mute_tts=True, max_call_duration_seconds=0.3, goodbye_grace_ms=300
+    ) as call:
+        result = await asyncio.wait_for(call.runner, 10)  # type: ignore[arg-type]
+        assert result.reason == "max_duration"
+        # The TTS swallowed the goodbye; the turn taker's own EndCallFrame ended the call.
+        [end] = call.edges.of(EndCallFrame)
+        assert end.reason == "max_duration" and call.tts.spoken == []
