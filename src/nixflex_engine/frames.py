@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 __all__ = [
+    "AMDResultFrame",
     "AudioEncoding",
     "BotStartedSpeakingFrame",
     "BotStoppedSpeakingFrame",
@@ -66,6 +67,7 @@ __all__ = [
     "UserStartedSpeakingFrame",
     "UserStoppedSpeakingFrame",
     "UserTurnEndedFrame",
+    "VoicemailResultFrame",
 ]
 
 AudioEncoding = Literal["mulaw", "pcm16"]
@@ -259,6 +261,41 @@ class TranscriptEntryFrame(SystemFrame):
     text: str
     timestamp_ms: float = 0.0
     interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AMDResultFrame(SystemFrame):
+    """Twilio's async answering-machine detection result for this call.
+
+    Injected by the call session (``task.queue_frame``) when Twilio's AMD status callback
+    arrives: ``answered_by`` as Twilio sends it (``human``, ``machine_start``,
+    ``machine_end_beep``, ``machine_end_silence``, ``machine_end_other``, ``fax``,
+    ``unknown``) and ``machine_detection_duration_ms`` (Twilio's ``MachineDetectionDuration``;
+    ``None`` when absent). The voicemail arbiter reads it.
+    """
+
+    answered_by: str
+    machine_detection_duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VoicemailResultFrame(SystemFrame):
+    """The voicemail arbiter's verdict, for the call record (sent downstream).
+
+    ``voicemail_detected``: ``True`` a machine, ``False`` a person, ``None`` undecided (the
+    call ended first). ``method``: the detector that found the machine (``amd``,
+    ``transcript`` or ``beep``; ``None`` for a person). ``amd_result``: Twilio's
+    ``AnsweredBy`` if it arrived. ``detected_ms``: when the verdict was reached, ms since
+    pickup. ``late``: a machine found after the conversation had started. Sent again when
+    the result changes (a late machine, an AMD result arriving after the verdict).
+    """
+
+    voicemail_detected: bool | None
+    method: str | None = None
+    amd_result: str | None = None
+    detected_ms: float | None = None
+    late: bool = False
+    reason: str = ""
 
 
 # --- agent side ----------------------------------------------------------------------------
