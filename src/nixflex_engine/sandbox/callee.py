@@ -75,6 +75,7 @@ __all__ = [
     "Send",
     "Silence",
     "Step",
+    "StepRecord",
     "Tone",
     "UntilAgentHeard",
     "UntilAgentSilent",
@@ -494,6 +495,20 @@ class ClearReceived:
 
 
 @dataclass(slots=True)
+class StepRecord:
+    """When a script step ran: line ms, the media frames it covers (``first_frame`` is the
+    ``chunk`` number of the first frame sent during it), and the agent audio heard by its
+    end. A :class:`BargeIn` is recorded as its wait and its ``Say``."""
+
+    step: str
+    started_ms: float
+    first_frame: int
+    ended_ms: float = 0.0
+    frames: int = 0
+    heard_ms: float = 0.0
+
+
+@dataclass(slots=True)
 class CalleeResult:
     """Everything the callee saw and did."""
 
@@ -511,6 +526,7 @@ class CalleeResult:
     ended_by: str = ""
     close_code: int | None = None
     script_errors: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
     duration_ms: float = 0.0
 
     @property
@@ -661,8 +677,7 @@ class SandboxCallee:
 
     async def _echo(self, marks: list[tuple[str, float]], *, cleared: bool) -> None:
         for name, at_ms in marks:
-            self.result.marks_echoed.append(EchoedMark(name, at_ms, cleared, self.buffer.heard_ms))
-            with contextlib.suppress(_ScriptEnded):
+            try:
                 await self._send_json(
                     {
                         "event": "mark",
@@ -671,6 +686,9 @@ class SandboxCallee:
                         "mark": {"name": name},
                     }
                 )
+            except _ScriptEnded:
+                return  # the line is down: nothing more is echoed
+            self.result.marks_echoed.append(EchoedMark(name, at_ms, cleared, self.buffer.heard_ms))
 
     async def _advance(self) -> None:
         echoes = self.buffer.advance(self.line_ms())
@@ -753,7 +771,7 @@ class SandboxCallee:
 
     async def _run_script(self) -> None:
         for step in self.script.steps:
-            await self._step(step)
+            await self._run_step(step)
         while self.line_ms() < self.max_call_ms:
             await self._send_frame(SILENCE_FRAME)
         await self._hangup("callee_hangup")
@@ -775,6 +793,20 @@ class SandboxCallee:
                 await self._hangup("callee_hangup")
             await self._send_frame(SILENCE_FRAME)
         self._until_ref_ms = self.line_ms()
+
+    async def _run_step(self, step: Step) -> None:
+        if isinstance(step, BargeIn):
+            await self._run_step(UntilAgentHeard(step.after_ms, step.timeout_ms))
+            await self._run_step(Say(step.text))
+            return
+        record = StepRecord(repr(step), self.line_ms(), self._frames + 1)
+        self.result.steps.append(record)
+        try:
+            await self._step(step)
+        finally:
+            record.ended_ms = self.line_ms()
+            record.frames = self._frames + 1 - record.first_frame
+            record.heard_ms = self.buffer.heard_ms
 
     async def _step(self, step: Step) -> None:
         buf = self.buffer
@@ -805,12 +837,9 @@ class SandboxCallee:
                     buf.last_voice_end_ms > ref and self.line_ms() - buf.last_voice_end_ms >= quiet
                 ),
             )
-        elif isinstance(step, UntilAgentHeard | BargeIn):
-            need = step.ms if isinstance(step, UntilAgentHeard) else step.after_ms
-            base = buf.heard_ms
+        elif isinstance(step, UntilAgentHeard):
+            need, base = step.ms, buf.heard_ms
             await self._wait_until(step, step.timeout_ms, lambda: buf.heard_ms - base >= need)
-            if isinstance(step, BargeIn):
-                await self._audio(speech.synthesize_mulaw(step.text))
         elif isinstance(step, UntilCleared):
             clears = len(self.result.clears)
             await self._wait_until(step, step.timeout_ms, lambda: len(self.result.clears) > clears)
