@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from nixflex_engine.frames import (
     BotStartedSpeakingFrame,
@@ -132,6 +135,7 @@ async def engine(
     *,
     authorize: Any = None,
     speed: float = SPEED,
+    **route_options: Any,
 ) -> AsyncIterator[Engine]:
     state = Engine(url="")
 
@@ -147,7 +151,9 @@ async def engine(
         state.calls.append(Call(start, transport, result, seen, task.tasks.pending, agent))
         state.finished.set()
 
-    route = twilio_media_route("/media", on_stream, authorize=authorize, playout_speed=speed)
+    route = twilio_media_route(
+        "/media", on_stream, authorize=authorize, playout_speed=speed, **route_options
+    )
     async with serve_app(Starlette(routes=[route])) as base:
         state.url = base.replace("http://", "ws://") + "/media"
         yield state
@@ -332,22 +338,67 @@ async def test_stream_auth_hook_refuses_bad_tokens_with_a_policy_close() -> None
         return params.get("token") == "good"
 
     auth = signature_authorizer("secret", check_parameters=token_ok)
-    async with engine(authorize=auth) as eng:
+    public = "wss://agent.example.com"
+    async with engine(authorize=auth, public_url=public) as eng:
         refused = await SandboxCallee(
             eng.url,
             [Silence(2000)],
             speed=SPEED,
             auth_token="secret",
+            signed_url=public + "/media",
             custom_parameters={"token": "bad"},
+        ).run()
+        wrong_url = await SandboxCallee(
+            eng.url,
+            [Silence(2000)],
+            speed=SPEED,
+            auth_token="secret",  # signed over the local URL, not the public one
+            custom_parameters={"token": "good"},
         ).run()
         unsigned = await SandboxCallee(
             eng.url, [Silence(2000)], speed=SPEED, custom_parameters={"token": "good"}
         ).run()
         assert eng.calls == []
         accepted, call = await call_with(
-            eng, [Silence(100), Hangup()], auth_token="secret", custom_parameters={"token": "good"}
+            eng,
+            [Silence(100), Hangup()],
+            auth_token="secret",
+            signed_url=public + "/media",
+            custom_parameters={"token": "good"},
         )
 
-    for r in (refused, unsigned):
+    for r in (refused, unsigned, wrong_url):
         assert r.ended_by == "engine_closed" and r.close_code == 1008
     assert accepted.ended_by == "callee_hangup" and call.result.reason == "caller_hangup"
+
+
+async def _raw_stream(url: str, *messages: str) -> int | None:
+    """Connect like Twilio would, send ``messages``, return the engine's close code."""
+    async with connect(url, ping_interval=None) as ws:
+        for m in messages:
+            await ws.send(m)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        return ws.close_code
+
+
+async def test_a_stream_without_a_usable_start_is_closed() -> None:
+    connected = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": SID,
+        "start": {
+            "streamSid": SID,
+            "accountSid": "AC" + "2" * 32,
+            "callSid": "CA" + "3" * 32,
+            "tracks": ["inbound"],
+            "customParameters": {},
+            "mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1},
+        },
+    }
+    async with engine(start_timeout_s=0.3) as eng:
+        assert await _raw_stream(eng.url, connected, json.dumps(start)) == 1003
+        assert await _raw_stream(eng.url, connected, "{junk") == 1002  # no start in time
+        assert eng.calls == []
