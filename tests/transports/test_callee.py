@@ -303,3 +303,16 @@ async def test_barge_in_waits_for_agent_audio_and_the_upgrade_is_signed() -> Non
     assert payloads[say.first_frame] == said[:160]  # ...when it started to talk over it
     assert all(payloads[c] == b"\xff" * 160 for c in range(1, say.first_frame))
     assert say.frames == -(-len(said) // 160)
+
+
+async def test_an_upgrade_refused_before_accept_is_reported() -> None:
+    async def refuse(ws: WebSocket) -> None:
+        await ws.close(code=1008)  # before accept: Starlette answers the upgrade with 403
+
+    app = Starlette(routes=[WebSocketRoute("/media", refuse)])
+    async with serve_app(app) as base:
+        result = await SandboxCallee(
+            base.replace("http://", "ws://") + "/media", [Hangup()], speed=SPEED
+        ).run()
+    assert result.ended_by == "rejected" and result.handshake_status == 403
+    assert result.frames_sent == 0 and result.steps == []

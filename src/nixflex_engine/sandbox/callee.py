@@ -51,7 +51,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from nixflex_engine.processors.codec import mulaw_to_pcm16_array, pcm16_array_to_mulaw
 from nixflex_engine.sandbox import speech
@@ -510,7 +510,12 @@ class StepRecord:
 
 @dataclass(slots=True)
 class CalleeResult:
-    """Everything the callee saw and did."""
+    """Everything the callee saw and did.
+
+    ``ended_by``: ``callee_hangup`` (a ``Hangup``, a timed-out wait, or ``max_call_ms``),
+    ``callee_drop``, ``engine_closed`` (``close_code`` says how) or ``rejected`` (the
+    upgrade was refused with HTTP ``handshake_status``).
+    """
 
     stream_sid: str
     call_sid: str
@@ -525,6 +530,7 @@ class CalleeResult:
     dtmf_sent: str = ""
     ended_by: str = ""
     close_code: int | None = None
+    handshake_status: int | None = None
     script_errors: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     duration_ms: float = 0.0
@@ -708,18 +714,24 @@ class SandboxCallee:
 
             signature = RequestValidator(self.auth_token).compute_signature(self.signed_url, {})
             headers["X-Twilio-Signature"] = str(signature)
-        async with connect(
-            self.url,
-            additional_headers=headers,
-            open_timeout=self.connect_timeout_s,
-            ping_interval=None,
-            compression=None,
-            max_size=None,
-            # Read everything as it arrives: a bounded queue would pause reading and make
-            # the modelled playback run dry while the agent's audio sits in the socket.
-            max_queue=None,
-            close_timeout=2,
-        ) as ws:
+        try:
+            connection = await connect(
+                self.url,
+                additional_headers=headers,
+                open_timeout=self.connect_timeout_s,
+                ping_interval=None,
+                compression=None,
+                max_size=None,
+                # Read everything as it arrives: a bounded queue would pause reading and make
+                # the modelled playback run dry while the agent's audio sits in the socket.
+                max_queue=None,
+                close_timeout=2,
+            )
+        except InvalidStatus as exc:  # the engine refused the upgrade itself (e.g. 403)
+            self.result.ended_by = "rejected"
+            self.result.handshake_status = exc.response.status_code
+            return self.result
+        async with connection as ws:
             self._ws = ws
             reader = asyncio.create_task(self._read(), name="callee:reader")
             player = asyncio.create_task(self._play(), name="callee:player")
