@@ -399,3 +399,16 @@ async def test_invalid_query_parameters_are_refused(sandbox: Sandbox) -> None:
     # No endpointing: the words are finalized when the sound stops, never as speech_final.
     assert [(text(m), m.speech_final) for m in finals] == [("hi there", False)]
     assert sandbox.deepgram.listen_log[-1].query["endpointing"] == ["false"]
+
+
+async def test_key_in_the_websocket_subprotocol_is_accepted(sandbox: Sandbox) -> None:
+    import websockets
+
+    url = sandbox.url.replace("http://", "ws://", 1) + "/v1/listen?model=nova-3&encoding=mulaw"
+    async with websockets.connect(url, subprotocols=["token", "test-key"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "token"
+        await ws.send('{"type":"CloseStream"}')
+        assert '"Metadata"' in str(await ws.recv())
+    with pytest.raises(websockets.InvalidStatus):
+        async with websockets.connect(url, subprotocols=["token", "nope"]):  # type: ignore[list-item]
+            pass

@@ -326,7 +326,7 @@ class FakeDeepgram:
         if not await self._handshake(ws, fault, speak=False):
             return
         request_id = str(uuid.uuid4())
-        await ws.accept(headers=[(b"dg-request-id", request_id.encode())])
+        await _accept(ws, request_id)
         record = ListenRecord(request_id, _query(ws), dict(ws.headers))
         self.listen_log.append(record)
         session = _ListenSession(ws, record, self.listen_settings, fault)
@@ -411,13 +411,20 @@ class FakeDeepgram:
         if not await self._handshake(ws, fault, speak=True):
             return
         request_id = str(uuid.uuid4())
-        await ws.accept(headers=[(b"dg-request-id", request_id.encode())])
+        await _accept(ws, request_id)
         record = SpeakRecord(request_id, _query(ws), dict(ws.headers))
         self.speak_log.append(record)
         session = _SpeakSession(ws, record, self.speak_settings, fault, self.render)
         log_event(_log, "fake_deepgram.speak.open", request_id=request_id)
         await session.run()
         log_event(_log, "fake_deepgram.speak.closed", request_id=request_id)
+
+
+async def _accept(ws: WebSocket, request_id: str) -> None:
+    """Accept, echoing the ``token``/``bearer`` subprotocol when the key came that way."""
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    subprotocol = offered[0] if offered[0] in ("token", "bearer") else None
+    await ws.accept(subprotocol=subprotocol, headers=[(b"dg-request-id", request_id.encode())])
 
 
 class _Dropped(Exception):
