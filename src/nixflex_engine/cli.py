@@ -20,8 +20,8 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
+from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.config import Settings
 from nixflex_engine.log import configure_logging
 
@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_dialer(settings: Settings) -> Any:
+def build_dialer(settings: Settings) -> Dialer | None:
     """The carrier dialer ``serve`` uses. The Twilio dialer is wired here by the dialing issue;
     until then ``serve`` runs without one and outbound calls answer 502
     ``outbound_failed`` / ``dialer_not_configured``."""

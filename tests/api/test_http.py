@@ -135,6 +135,7 @@ async def test_malformed_bodies(sqlite_env: Env) -> None:
     assert_error(await raw(b'"just a string"'), 400, "invalid_request")
     assert_error(await raw(b'{"name": "a\\u0000b"}'), 400, "invalid_request")
     assert_error(await raw(b'{"name": "\\ud800"}'), 400, "invalid_json")
+    assert_error(await raw(b'{"name": "x", "max_tokens": 1e400}'), 400, "invalid_json")
     deep = b'{"name":"x","extraction_schema":' + b'{"a":' * 40 + b"1" + b"}" * 41
     assert_error(await raw(deep), 400, "invalid_json")
     r = await env.client.post("/v1/calls/outbound", content=b"not json", headers=h)

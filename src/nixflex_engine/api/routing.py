@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,7 +52,6 @@ class Services:
     rate_limiter: RateLimiter
     metrics: Metrics
     outbound: OutboundCallService
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True, frozen=True)
@@ -134,6 +134,9 @@ def _check_json_value(value: Any, depth: int) -> None:
         )
     if isinstance(value, str):
         _check_text(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        # 1e400 parses as inf, which no JSON column (nor JSON output) can hold
+        raise ApiError(400, "invalid_json", "Numbers must be finite (1e400 overflows).")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key)
