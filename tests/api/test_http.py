@@ -57,6 +57,8 @@ async def test_rotation_old_secret_fails_at_once(env: Env) -> None:
     key = await env.services.repos.accounts.get_key(account.key_id)
     assert new["key_secret"] not in key.secret_hash + key.secret_encrypted
     assert env.services.crypto.decrypt(key.secret_encrypted) == new["key_secret"]
+    signing = await env.services.repos.accounts.signing_key(account.account_id)
+    assert env.services.crypto.decrypt(signing.secret_encrypted) == new["key_secret"]
 
 
 async def test_signup(sqlite_url: str, fake_twilio: Any, tmp_path: Any) -> None:

@@ -242,6 +242,25 @@ class AccountRepository:
 
         return await self._db.read(work)
 
+    async def signing_key(self, account_id: str) -> ApiKeyRecord | None:
+        """The key whose secret signs this account's webhooks: its newest live key.
+        ``secret_encrypted`` decrypts (``Crypto.decrypt``) to the key secret."""
+
+        def work(conn: sa.Connection) -> ApiKeyRecord | None:
+            row = (
+                conn.execute(
+                    api_keys.select()
+                    .where(api_keys.c.account_id == account_id, api_keys.c.revoked_at.is_(None))
+                    .order_by(api_keys.c.created_at.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            return _key(row) if row else None
+
+        return await self._db.read(work)
+
     async def rotate_key(self, key_id: str, *, secret_hash: str, secret_encrypted: str) -> bool:
         """Replace the key's secret; the old one stops matching as soon as this commits."""
 
