@@ -363,31 +363,25 @@ class TwilioInput(FrameProcessor):
                 await self._ended(REASON_SOCKET_LOST, "socket closed without stop")
                 return
             ev = proto.receive(msg) if isinstance(msg, str) else proto.receive_binary(msg)
-            kind = type(ev)
-            if kind is MediaEvent:
-                assert isinstance(ev, MediaEvent)
+            if isinstance(ev, MediaEvent):
                 await push(InputAudioFrame(audio=ev.payload, timestamp_ms=ev.timestamp_ms))
-            elif kind is Skip:
-                assert isinstance(ev, Skip)
+            elif isinstance(ev, Skip):
                 t.log_skip(ev)
                 continue
-            elif kind is MarkEvent:
-                assert isinstance(ev, MarkEvent)
+            elif isinstance(ev, MarkEvent):
                 output = t._output
                 if output is None:
                     t.log_skip(Skip("mark_without_output", ev.name[:40], "mark"))
                 else:
                     await output.on_mark_echo(ev)
-            elif kind is DtmfEvent:
-                assert isinstance(ev, DtmfEvent)
+            elif isinstance(ev, DtmfEvent):
                 await push(DTMFFrame(digit=ev.digit))
-            elif kind is StartEvent:
-                assert isinstance(ev, StartEvent)
+            elif isinstance(ev, StartEvent):
                 await self._started(ev)
-            elif kind is StopEvent:
+            elif isinstance(ev, StopEvent):
                 await self._ended(REASON_STREAM_STOPPED, "stop")
                 return
-            elif kind is ConnectedEvent:
+            elif isinstance(ev, ConnectedEvent):
                 log_event(_log, "twilio.connected", level=logging.DEBUG, call_id=self.call_id)
             if proto.last_sequence_anomaly is not None:
                 t.log_sequence_anomaly(getattr(ev, "sequence_number", None))
@@ -478,31 +472,27 @@ class TwilioOutput(FrameProcessor):
         if direction != DOWNSTREAM:
             await self.push_frame(frame, direction)
             return
-        kind = type(frame)
-        if self._transport.protocol.stream_sid is None and kind in _HELD_BEFORE_START:
+        if self._transport.protocol.stream_sid is None and isinstance(frame, _HELD_BEFORE_START):
             # No streamSid to send with yet: hold agent output until Twilio's start.
-            if kind is not EndCallFrame or self._waiting:
+            if not isinstance(frame, EndCallFrame) or self._waiting:
                 self._waiting.append(frame)
                 return
-        if kind is OutputAudioFrame:
-            assert isinstance(frame, OutputAudioFrame)
+        if isinstance(frame, OutputAudioFrame):
             await self._audio(frame)
-        elif kind is MarkFrame:
-            assert isinstance(frame, MarkFrame)
+        elif isinstance(frame, MarkFrame):
             await self._flush_partial()
             await self._send_mark(frame.name)
-        elif kind is TTSStoppedFrame or kind is EndFrame:
+        elif isinstance(frame, TTSStoppedFrame | EndFrame):
             await self._flush_partial()
-        elif kind is InterruptionFrame:
+        elif isinstance(frame, InterruptionFrame):
             await self._interrupt()
-        elif kind is EndCallFrame:
-            assert isinstance(frame, EndCallFrame)
+        elif isinstance(frame, EndCallFrame):
             await self._end_call(frame)
             return
-        elif kind is StartFrame:
+        elif isinstance(frame, StartFrame):
             if self._watcher is None:
                 self._watcher = self.create_task(self._watch(), "playout")
-        elif kind is TransportStartedFrame:
+        elif isinstance(frame, TransportStartedFrame):
             await self.push_frame(frame, direction)
             waiting, self._waiting = self._waiting, []
             for f in waiting:
@@ -722,7 +712,7 @@ class TwilioOutput(FrameProcessor):
                 await self._release_end_call("timeout")
 
 
-_HELD_BEFORE_START: Final = frozenset({OutputAudioFrame, MarkFrame, TTSStoppedFrame, EndCallFrame})
+_HELD_BEFORE_START: Final = (OutputAudioFrame, MarkFrame, TTSStoppedFrame, EndCallFrame)
 
 
 # --- the endpoint --------------------------------------------------------------------------
