@@ -141,20 +141,33 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
+def runqueue_wait_s() -> float:
+    """Seconds this process's main thread (the event loop) has spent runnable but waiting
+    for a CPU (``/proc/self/schedstat``); NaN where the kernel does not say."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return math.nan
+
+
 @dataclass(slots=True)
 class ProcessMeter:
-    """Process CPU time (all threads) and wall time between :meth:`start` and :meth:`stop`,
-    and the largest RSS seen by :meth:`sample`."""
+    """Process CPU time (all threads), wall time and the event loop's wait for a CPU between
+    :meth:`start` and :meth:`stop`, and the largest RSS seen by :meth:`sample`."""
 
     cpu0: float = 0.0
     wall0: float = 0.0
+    wait0: float = 0.0
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    wait_s: float = 0.0
     rss_max: int = 0
 
     def start(self) -> None:
         self.cpu0 = time.process_time()
         self.wall0 = time.perf_counter()
+        self.wait0 = runqueue_wait_s()
         self.rss_max = rss_bytes()
 
     def sample(self) -> None:
@@ -163,6 +176,7 @@ class ProcessMeter:
     def stop(self) -> None:
         self.cpu_s = time.process_time() - self.cpu0
         self.wall_s = time.perf_counter() - self.wall0
+        self.wait_s = runqueue_wait_s() - self.wait0
         self.sample()
 
 
@@ -440,6 +454,10 @@ async def run_paced_calls(
         "late_frames_over_20ms": late,
         "backlog_frames_at_window_end": backlog_at_end,
         "latency": summarize_us(latencies),
+        "loadavg_1min_at_end": os.getloadavg()[0],
+        # Time the event loop was ready to run but other processes had the CPUs: lateness
+        # that comes from the machine's load, not from the chain.
+        "runqueue_wait_percent_of_wall": 100.0 * meter.wait_s / meter.wall_s,
         "cpu_s": meter.cpu_s,
         "wall_s": meter.wall_s,
         "cpu_percent_of_core_total": 100.0 * meter.cpu_s / meter.wall_s,

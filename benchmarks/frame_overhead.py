@@ -35,6 +35,7 @@ import asyncio
 import base64
 import gc
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -556,7 +557,7 @@ def print_inbound(side: str, levels: list[dict[str, Any]]) -> None:
     rows = []
     for lv in levels:
         if "error" in lv:
-            rows.append([lv["calls"], "ERROR", lv["error"][:60], "", "", "", "", ""])
+            rows.append([lv["calls"], "ERROR", lv["error"][:60], "", "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -568,6 +569,8 @@ def print_inbound(side: str, levels: list[dict[str, Any]]) -> None:
                 lv["latency"]["p99_us"] / 1000,
                 f"{lv['dropped_frames']}/{lv['late_frames_over_20ms']}",
                 lv["rss_per_call_mb"],
+                lv.get("runqueue_wait_percent_of_wall", math.nan),
+                lv.get("loadavg_1min_at_end", math.nan),
             ]
         )
     print_table(
@@ -581,6 +584,8 @@ def print_inbound(side: str, levels: list[dict[str, Any]]) -> None:
             "p99 ms",
             "dropped/late",
             "MB/call",
+            "cpu-wait %",
+            "load",
         ],
         rows,
     )

@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import sys
 import time
 import warnings
@@ -503,7 +504,7 @@ def _print_inbound(levels: list[dict[str, Any]]) -> None:
     rows = []
     for lv in levels:
         if "error" in lv:
-            rows.append([lv["calls"], "ERROR", lv["error"][:60], "", "", "", "", ""])
+            rows.append([lv["calls"], "ERROR", lv["error"][:60], "", "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -515,6 +516,8 @@ def _print_inbound(levels: list[dict[str, Any]]) -> None:
                 lv["latency"]["p99_us"] / 1000,
                 f"{lv['dropped_frames']}/{lv['late_frames_over_20ms']}",
                 lv["rss_per_call_mb"],
+                lv.get("runqueue_wait_percent_of_wall", math.nan),
+                lv.get("loadavg_1min_at_end", math.nan),
             ]
         )
     print_table(
@@ -528,6 +531,8 @@ def _print_inbound(levels: list[dict[str, Any]]) -> None:
             "p99 ms",
             "dropped/late",
             "MB/call",
+            "cpu-wait %",
+            "load",
         ],
         rows,
     )
