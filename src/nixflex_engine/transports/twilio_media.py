@@ -687,6 +687,8 @@ class TwilioOutput(FrameProcessor):
                             await wake.wait()
                     except TimeoutError:
                         pass
+                else:
+                    await asyncio.sleep(0)  # never spin without yielding
             wake.clear()
             await self._tick()
 
