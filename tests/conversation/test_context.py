@@ -329,3 +329,23 @@ async def test_goodbye_heard_in_full_before_the_end_of_call() -> None:
     )
     assert lines == [TranscriptEntryFrame(role="agent", text="Goodbye!", timestamp_ms=50)]
     assert edges.of(EndCallFrame)[0].reason == "silence_timeout"
+
+
+async def test_greeting_kept_from_turn_taking_joins_the_context_in_order() -> None:
+    _, edges = await run_user_side(
+        # The opener was heard before the arbiter flushed the greeting it answered.
+        (TranscriptEntryFrame(role="agent", text="Hi, it's Anna.", timestamp_ms=900), UPSTREAM),
+        (
+            TranscriptEntryFrame(role="caller", text="Hello? Who's this?", timestamp_ms=100),
+            DOWNSTREAM,
+        ),
+        (UserTurnEndedFrame(text="Oh hi Anna.", speech_end_ms=2500, decided_ms=2600), DOWNSTREAM),
+    )
+    [request] = edges.of(LLMContextFrame)
+    assert request.messages == (
+        {"role": "user", "content": "Hello? Who's this?"},
+        {"role": "assistant", "content": "Hi, it's Anna."},
+        {"role": "user", "content": "Oh hi Anna."},
+    )
+    # The greeting line is passed on for the session; ours follows it.
+    assert [e.text for e in edges.of(TranscriptEntryFrame)] == ["Hello? Who's this?", "Oh hi Anna."]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from starlette.applications import Starlette
 
 from nixflex_engine.frames import (
@@ -89,6 +90,7 @@ class Opener(FrameProcessor):
             await self.push_frame(TTSSpeakFrame(text=OPENER))
 
 
+@pytest.mark.slow
 async def test_a_call_with_a_barge_in_and_an_end_call_tag() -> None:
     deepgram = FakeDeepgram(
         api_key=DG_KEY,

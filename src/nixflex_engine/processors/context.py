@@ -5,8 +5,10 @@ Two processors, one on each side of the LLM → TTS → output transport stretch
 
 :class:`UserContextAggregator` (after TurnTaking, before the LLM)
     Consumes: ``UserTurnEndedFrame`` (downstream), ``UserStartedSpeakingFrame`` (to date the
-    caller's line), ``InterruptionFrame`` (downstream: rolls back a tentative turn), and the
-    agent's ``TranscriptEntryFrame`` travelling upstream. Emits downstream:
+    caller's line), ``InterruptionFrame`` (downstream: rolls back a tentative turn), the
+    agent's ``TranscriptEntryFrame`` travelling upstream, and a caller ``TranscriptEntryFrame``
+    arriving downstream (the greeting the voicemail arbiter kept from turn taking; it joins
+    the context by its time). Emits downstream:
     ``LLMContextFrame(messages, system, turn)``, ``TranscriptEntryFrame(role="caller")``;
     passes everything on (``UserTurnEndedFrame`` too, for the metrics at the chain's end).
 
@@ -243,6 +245,16 @@ class ConversationContext:
             index, ContextEntry("assistant", text.strip(), timestamp_ms, interrupted)
         )
 
+    def add_heard_caller_line(self, text: str, timestamp_ms: float) -> None:
+        """A caller line that did not come as a turn (the greeting the voicemail arbiter
+        kept from turn taking): placed among the lines by its time."""
+        if not text.strip():
+            return
+        index = len(self._entries)
+        while index > 0 and self._entries[index - 1].timestamp_ms > timestamp_ms:
+            index -= 1
+        self._entries.insert(index, ContextEntry("user", text.strip(), timestamp_ms))
+
     def messages(self) -> tuple[dict[str, Any], ...]:
         """Anthropic messages: roles alternate, the first is the user's."""
         out: list[dict[str, Any]] = []
@@ -309,6 +321,15 @@ class UserContextAggregator(FrameProcessor):
         elif isinstance(frame, InterruptionFrame) and direction == DOWNSTREAM:
             if self._context.drop_tentative():
                 log_event(_log, "context.tentative_dropped", call_id=self.call_id)
+        elif (
+            isinstance(frame, TranscriptEntryFrame)
+            and direction == DOWNSTREAM
+            and frame.role == "caller"
+        ):
+            # Our own caller lines leave from here; one arriving is the greeting the voicemail
+            # arbiter held back from turn taking ("Hello? Who is this?"), which the next reply
+            # should know about.
+            self._context.add_heard_caller_line(frame.text, frame.timestamp_ms)
         elif (
             isinstance(frame, TranscriptEntryFrame)
             and direction == UPSTREAM
