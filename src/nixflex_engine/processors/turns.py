@@ -28,7 +28,9 @@ Nothing ends while the VAD says the caller is speaking. Once it says they stoppe
 turn, plus the latest interim result if it is newer than the last final (*pending*). The
 finals *cover* the speech when nothing is pending and a final arrived after the VAD stop,
 or a final was ``speech_final``, or ``stt_grace_ms`` passed after the stop with no new
-transcript (an STT that drops empty finals after ``Finalize``). Then the turn ends:
+transcript while the latest speech has been transcribed at least in part (an STT that drops
+empty finals after ``Finalize``; speech with no transcript at all, such as a cough after a
+sentence, waits for the STT up to ``max_turn_wait_ms``). Then the turn ends:
 
 1. covered and the text looks finished, ``response_delay_ms`` after the VAD stop;
 2. covered but the text looks unfinished ("I was wondering if", a trailing comma),
@@ -74,7 +76,10 @@ sensitivity           0       25      50      75      100
 ``min_speech_ms = 150 * (8/3) ** ((100 - s) / 50)`` (150 ms at 100, 400 ms at the default 50,
 about 1,050 ms at 1) and ``min_words = 1 + (100 - s) * 3 // 100`` (at most 3); 0
 disables barge-in entirely. Caller speech that overlaps the agent without interrupting is
-held: it becomes a turn after the agent stops, unless it was only backchannels.
+held: it becomes a turn after the agent stops, unless it was only backchannels (speech that
+began over the agent and says only "uh-huh" is never a turn, even if it ends after the agent).
+A reply that does not start playing within ``reply_timeout_ms`` of the turn (an LLM that never
+answers) gives the floor back to the caller.
 
 Silence and duration (:class:`TurnTakingProcessor`)
 ---------------------------------------------------
