@@ -313,7 +313,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="Duration of each phase.")
     parser.add_argument(
-        "--connections", type=int, default=16, help="Concurrent keep-alive connections."
+        "--connections", type=int, default=8, help="Concurrent keep-alive connections."
     )
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument(

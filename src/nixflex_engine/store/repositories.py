@@ -76,6 +76,23 @@ _FIRST_NUMBER = (
     .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
     .limit(1)
 )
+# The agent and the number an outbound call would use, in one query (steps 3-5 of the seed's
+# validation need both): the given from_number, or the agent's first attached number.
+_AGENT_AND_NUMBER_COLUMNS = [c.label(f"a_{c.name}") for c in agents.c] + [
+    c.label(f"n_{c.name}") for c in phone_numbers.c
+]
+_AGENT_WITH_FROM_NUMBER = (
+    sa.select(*_AGENT_AND_NUMBER_COLUMNS)
+    .select_from(agents.outerjoin(phone_numbers, phone_numbers.c.phone_number == _bp("p_number")))
+    .where(agents.c.agent_id == _bp("p_agent_id"))
+)
+_AGENT_WITH_FIRST_NUMBER = (
+    sa.select(*_AGENT_AND_NUMBER_COLUMNS)
+    .select_from(agents.outerjoin(phone_numbers, phone_numbers.c.agent_id == agents.c.agent_id))
+    .where(agents.c.agent_id == _bp("p_agent_id"))
+    .order_by(phone_numbers.c.created_at, phone_numbers.c.phone_number)
+    .limit(1)
+)
 _RESERVE_SLOT = (
     accounts.update()
     .where(
@@ -110,6 +127,22 @@ _GET_OWN_CALL = calls.select().where(
 )
 _GET_CALL_BY_REF = calls.select().where(calls.c.call_ref == _bp("p_ref"))
 _INSERT_CALL = calls.insert().returning(calls.c.id)
+# PostgreSQL: reserve the slot and insert the record in ONE statement (a data-modifying CTE
+# is atomic), so the whole step is one round trip in autocommit. The UPDATE's row lock and
+# READ COMMITTED re-check make racing statements queue on the account row; when the limit is
+# reached the UPDATE returns no row and nothing is inserted.
+_CALL_INSERT_COLUMNS = [c for c in calls.c if c.name != "id"]
+_RESERVED = _RESERVE_SLOT.returning(accounts.c.account_id).cte("reserved")
+_RESERVE_AND_INSERT_CALL = (
+    calls.insert()
+    .from_select(
+        [c.name for c in _CALL_INSERT_COLUMNS],
+        sa.select(*(_bp(f"v_{c.name}", type_=c.type) for c in _CALL_INSERT_COLUMNS)).select_from(
+            _RESERVED
+        ),
+    )
+    .returning(calls.c.id)
+)
 
 
 class DuplicateError(Exception):
@@ -406,15 +439,22 @@ class AgentRepository:
         """The agent and, in the same read, the number an outbound call would use: the given
         ``from_number`` (whatever its account; callers check), else the agent's first."""
 
+        if from_number is not None:
+            stmt, params = (
+                _AGENT_WITH_FROM_NUMBER,
+                {"p_agent_id": agent_id, "p_number": from_number},
+            )
+        else:
+            stmt, params = _AGENT_WITH_FIRST_NUMBER, {"p_agent_id": agent_id}
+
         def work(conn: sa.Connection) -> tuple[AgentRecord | None, PhoneNumberRecord | None]:
-            row = conn.execute(_GET_AGENT, {"p_agent_id": agent_id}).mappings().first()
+            row = conn.execute(stmt, params).mappings().first()
             if row is None:
                 return None, None
-            if from_number is not None:
-                number = conn.execute(_GET_NUMBER, {"p_number": from_number}).mappings().first()
-            else:
-                number = conn.execute(_FIRST_NUMBER, {"p_agent_id": agent_id}).mappings().first()
-            return _agent(row), (_number(number) if number else None)
+            agent = _agent({c.name: row[f"a_{c.name}"] for c in agents.c})
+            if row["n_phone_number"] is None:
+                return agent, None
+            return agent, _number({c.name: row[f"n_{c.name}"] for c in phone_numbers.c})
 
         return await self._db.read(work)
 
@@ -841,13 +881,21 @@ class CallRepository:
         }
         reserve = {"p_account_id": call.account_id, "p_default_limit": default_limit}
 
-        def work(conn: sa.Connection) -> int | None:
+        def two_statements(conn: sa.Connection) -> int | None:
             if conn.execute(_RESERVE_SLOT, reserve).rowcount != 1:
                 return None
             new_id: int = conn.execute(_INSERT_CALL, values).scalar_one()
             return new_id
 
-        new_id = await self._db.write(work)
+        def one_statement(conn: sa.Connection) -> int | None:
+            params = {**reserve, **{f"v_{name}": value for name, value in values.items()}}
+            new_id: int | None = conn.execute(_RESERVE_AND_INSERT_CALL, params).scalar()
+            return new_id
+
+        if self._db.is_sqlite:  # SQLite has no UPDATE inside WITH; one thread hop anyway
+            new_id = await self._db.write(two_statements)
+        else:
+            new_id = await self._db.write(one_statement, single_statement=True)
         return None if new_id is None else _call({"id": new_id, **values})
 
     async def mark_dialed(self, call_ref: str, call_sid: str) -> bool:
