@@ -22,6 +22,7 @@ from nixflex_engine.processors.codec import mulaw_to_pcm16_array, pcm16_array_to
 from nixflex_engine.sandbox import speech
 from nixflex_engine.sandbox.callee import (
     BargeIn,
+    CalleeResult,
     Hangup,
     PlaybackBuffer,
     PlayFile,
@@ -316,3 +317,21 @@ async def test_an_upgrade_refused_before_accept_is_reported() -> None:
         ).run()
     assert result.ended_by == "rejected" and result.handshake_status == 403
     assert result.frames_sent == 0 and result.steps == []
+
+
+def test_heard_audio_on_the_line_clock_and_its_utterances() -> None:
+    b = PlaybackBuffer()
+    hello, bye = speech.synthesize_mulaw("Hello"), speech.synthesize_mulaw("Bye")
+    b.push_audio(100.0, hello)  # 375 ms
+    b.push_audio(1000.0, bye)  # after a pause
+    b.advance(2000.0)
+    result = CalleeResult("MZ", "CA", "AC", bytes(b.heard), b.segments())
+    line = result.heard_on_line()
+    assert len(line) == round((1000.0 + len(bye) / 8) * 8)
+    assert line[:800] == b"\xff" * 800 and line[800 : 800 + len(hello)] == hello
+    assert line[8000:] == bye
+    (s1, e1, t1), (s2, e2, t2) = result.heard_utterances()
+    assert (t1, t2) == ("Hello", "Bye")
+    assert s1 == pytest.approx(100.0, abs=20) and s2 == pytest.approx(1000.0, abs=20)
+    assert e1 == pytest.approx(475.0, abs=40) and e2 == pytest.approx(1225.0, abs=40)
+    assert result.heard_text() == "Hello Bye"

@@ -540,6 +540,25 @@ class CalleeResult:
         """Total ms of agent audio heard."""
         return len(self.heard_audio) / _BYTES_PER_MS
 
+    def heard_on_line(self) -> bytes:
+        """The heard audio placed on the line clock: byte ``8·t`` is what played at line ms
+        ``t``, with mu-law silence where nothing did (up to the end of the last segment)."""
+        if not self.heard_segments:
+            return b""
+        end = round(self.heard_segments[-1].end_ms * _BYTES_PER_MS)
+        line = bytearray(b"\xff" * end)
+        for seg in self.heard_segments:
+            at = round(seg.start_ms * _BYTES_PER_MS)
+            line[at : at + len(seg.audio)] = seg.audio
+        return bytes(line[:end])
+
+    def heard_utterances(self) -> list[tuple[float, float, str]]:
+        """``(start_ms, end_ms, text)`` on the line clock for each agent utterance heard."""
+        return [
+            (u.start_s * 1000.0, u.end_s * 1000.0, u.text)
+            for u in speech.decode(self.heard_on_line())
+        ]
+
     def heard_text(self, *, splice_gap_ms: float = 250.0) -> str:
         """The agent's words as heard, decoded from the sandbox speech.
 
