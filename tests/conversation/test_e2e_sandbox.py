@@ -17,7 +17,6 @@ from starlette.applications import Starlette
 from nixflex_engine.frames import (
     ErrorFrame,
     Frame,
-    LLMContextFrame,
     TranscriptEntryFrame,
     TransportStartedFrame,
     TTSSpeakFrame,
@@ -189,8 +188,6 @@ async def test_a_call_with_a_barge_in_and_an_end_call_tag() -> None:
     reaction_ms = clear.at_ms - (say.started_ms + interruption_threshold_ms(50))  # type: ignore[operator]
     assert -40 <= reaction_ms <= 250, reaction_ms
     # The LLM saw the cut reply, marked, before the caller's question.
-    requests = [f for f, d in seen if isinstance(f, LLMContextFrame)]
-    assert requests == []  # consumed by the LLM, never reaching the edges
     last_request = anthropic.requests[-1]
     contents = [m["content"] for m in last_request.body["messages"]]
     assert contents[-2] == f"{cut.text} [interrupted by the caller]"
