@@ -218,3 +218,24 @@ async def test_run_only_once() -> None:
     await runner
     with pytest.raises(RuntimeError):
         await task.run()
+
+
+async def test_task_cancelled_before_it_runs_leaves_no_unawaited_coroutine() -> None:
+    import gc
+    import warnings
+
+    from nixflex_engine.pipeline import TaskManager
+
+    async def never() -> None:
+        await asyncio.sleep(3600)
+
+    manager = TaskManager("CA-x")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        task = manager.create_task(never(), name="t")
+        task.cancel()
+        await manager.cancel_all()
+        del task
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)]
+    assert manager.pending == 0

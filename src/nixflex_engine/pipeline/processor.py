@@ -73,6 +73,9 @@ class TaskManager:
         task = asyncio.get_running_loop().create_task(self._guard(coro, name, owner), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before it first ran never awaited ``coro``: close it, so Python
+        # does not warn "coroutine was never awaited" (a no-op once it has run).
+        task.add_done_callback(lambda _t: coro.close())
         return task
 
     async def _guard(
