@@ -404,9 +404,19 @@ async def run_harness_floor(
 
 
 async def run_inbound(
-    calls: int, *, warmup_s: float, measure_s: float, audio_path: str | None = None
+    calls: int,
+    *,
+    warmup_s: float,
+    measure_s: float,
+    audio_path: str | None = None,
+    gc_freeze: bool = False,
 ) -> dict[str, Any]:
-    """One concurrency level of the inbound chain, in this process."""
+    """One concurrency level of the inbound chain, in this process.
+
+    ``gc_freeze``: move everything alive before the calls start (modules, tables) out of the
+    garbage collector's reach, as a server would right after start-up; full collections then
+    no longer walk it (what-if for the server's owner: the engine does not do this yet).
+    """
     parts = inbound_parts()
     if audio_path:
         mulaw, audio_src = load_mulaw_file(audio_path), f"file {audio_path}"
@@ -423,6 +433,8 @@ async def run_inbound(
     await warm.stop()
     del warm
     gc.collect()
+    if gc_freeze:
+        gc.freeze()
     baseline = rss_bytes()
 
     async def make(k: int) -> OurCall:
@@ -432,6 +444,7 @@ async def run_inbound(
         make, calls, payloads, warmup_s=warmup_s, measure_s=measure_s, baseline_rss=baseline
     )
     result["side"] = SIDE
+    result["gc_freeze"] = gc_freeze
     result["chain"] = parts.description
     result["audio"] = audio_src
     return result
@@ -867,6 +880,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip-floor", action="store_true", help="do not measure the harness floor (no chain)"
     )
+    p.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="what-if: gc.freeze() before the calls start, as a server could after start-up",
+    )
     p.add_argument("--child-calls", type=int, help=argparse.SUPPRESS)
     p.add_argument("--null-chain", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -898,15 +916,22 @@ def main(argv: list[str] | None = None) -> int:
     warmup_s = args.warmup_s if args.warmup_s is not None else (1.0 if args.quick else 2.0)
     measure_s = args.measure_s if args.measure_s is not None else (2.0 if args.quick else 8.0)
     if args.child_calls is not None:
-        run = run_harness_floor if args.null_chain else run_inbound
-        res = asyncio.run(
-            run(
+        if args.null_chain:
+            coro = run_harness_floor(
                 args.child_calls,
                 warmup_s=warmup_s,
                 measure_s=measure_s,
                 audio_path=args.caller_audio,
             )
-        )
+        else:
+            coro = run_inbound(
+                args.child_calls,
+                warmup_s=warmup_s,
+                measure_s=measure_s,
+                audio_path=args.caller_audio,
+                gc_freeze=args.gc_freeze,
+            )
+        res = asyncio.run(coro)
         print(json.dumps(res))
         return 0
 
@@ -954,6 +979,8 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         child_args = ["--warmup-s", str(warmup_s), "--measure-s", str(measure_s)]
+        if args.gc_freeze:
+            child_args.append("--gc-freeze")
         if args.caller_audio:
             child_args += ["--caller-audio", args.caller_audio]
         lv = run_child_levels(Path(__file__), levels, child_args)
