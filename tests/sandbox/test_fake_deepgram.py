@@ -219,9 +219,8 @@ async def speak(
     audio = b""
     msgs: list[Any] = []
     first_byte = 0.0
-    async with client.speak.v1.connect(
-        model="aura-2-thalia-en", encoding="mulaw", sample_rate=8000, **options
-    ) as tts:
+    options = {"model": "aura-2-thalia-en", "encoding": "mulaw", "sample_rate": 8000, **options}
+    async with client.speak.v1.connect(**options) as tts:
         for piece in pieces:
             await tts.send_text(SpeakV1Text(text=piece))
         flushed_at = time.monotonic()
@@ -346,7 +345,7 @@ async def test_linear16_audio_split_at_odd_byte_boundaries(sandbox: Sandbox) -> 
 async def test_unsupported_audio_format_is_refused(sandbox: Sandbox) -> None:
     client = sandbox.deepgram_client()
     with pytest.raises(ApiError) as err:
-        async with client.listen.v1.connect(**{**LISTEN, "sample_rate": 16000}):
+        async with client.listen.v1.connect(**{**LISTEN, "sample_rate": 44100}):
             pass
     assert err.value.status_code == 400
 
@@ -412,3 +411,26 @@ async def test_key_in_the_websocket_subprotocol_is_accepted(sandbox: Sandbox) ->
     with pytest.raises(websockets.InvalidStatus):
         async with websockets.connect(url, subprotocols=["token", "nope"]):  # type: ignore[list-item]
             pass
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+async def test_stt_decimates_higher_rates(sandbox: Sandbox, rate: int) -> None:
+    said = "Higher rates work too."
+    pcm = np.concatenate([sp.synthesize(said, sample_rate=rate), np.zeros(rate // 2, np.int16)])
+    msgs = await transcribe(
+        sandbox, pcm.astype("<i2").tobytes(), encoding="linear16", sample_rate=rate
+    )
+    finals = [m for m in results(msgs) if m.is_final]
+    assert [text(m) for m in finals] == [said]
+    words = finals[0].channel.alternatives[0].words
+    assert words[-1].end == pytest.approx(sp.duration_ms(said) / 1000, abs=0.03)
+
+
+async def test_tts_at_24_khz_is_heard_by_stt_at_24_khz(sandbox: Sandbox) -> None:
+    said = "Rendered at twenty four kilohertz."
+    audio, msgs, _ = await speak(sandbox, [said], encoding="linear16", sample_rate=24000)
+    assert len(audio) == len(said) * 1800 * 2
+    assert sandbox.deepgram.speak_log[-1].query["sample_rate"] == ["24000"]
+    line = audio + bytes(24000)  # then 0.5 s of silence
+    got = await transcribe(sandbox, line, encoding="linear16", sample_rate=24000)
+    assert [text(m) for m in results(got) if m.is_final] == [said]

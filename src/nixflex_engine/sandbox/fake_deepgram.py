@@ -10,7 +10,8 @@ real ``deepgram-sdk`` connects to it by base URL alone::
 Both endpoints are stateless: the audio is :mod:`~nixflex_engine.sandbox.speech`, so STT
 *decodes* what it hears and TTS *encodes* what it is asked to say.
 
-STT (``/v1/listen``): binary mu-law (or linear16) at 8 kHz in; JSON control frames
+STT (``/v1/listen``): binary mu-law or linear16 in, at 8 kHz (or 16/24/32/48 kHz, low-passed
+and decimated to 8 kHz before decoding); JSON control frames
 ``KeepAlive``, ``Finalize``, ``CloseStream``. Out, at the query's settings:
 
 * ``SpeechStarted`` (``vad_events=true``) once sound has lasted ``speech_started_ms``,
@@ -42,6 +43,9 @@ time, then ``{"type":"Flushed","sequence_id":n}`` (n counts Flushes from 0); ``C
 sending, drop text and queued audio, ``{"type":"Cleared","sequence_id":n}``; ``Close`` →
 finish queued audio and close.
 
+TTS audio is rendered at the requested ``sample_rate`` (linear16 at 8-48 kHz, mu-law at 8 or
+16 kHz); other encodings and rates are refused with 400, like an unknown parameter.
+
 Failures are planned per connection: append a :class:`ListenFault` / :class:`SpeakFault` to
 ``fake.listen_faults`` / ``fake.speak_faults``; each new connection takes the next one (FIFO),
 connections find no plan when the queue is empty. Every connection is recorded in
@@ -64,6 +68,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -95,14 +100,55 @@ _NET0001 = (
 )
 _WHITESPACE = frozenset(b" \t\r\n")
 _STT_GAP_MS = 20.0
+_RATES = frozenset({8000, 16000, 24000, 32000, 48000})  # multiples of 8 kHz: decimated for STT
+_MULAW_TTS_RATES = frozenset({8000, 16000})
+_UNSUPPORTED = "The sandbox takes mulaw or linear16 at 8, 16, 24, 32 or 48 kHz."
+
+
+def _format(query: dict[str, list[str]], *, speak: bool, default: str) -> tuple[str, int] | None:
+    """(encoding, sample rate) from the query, or None if the sandbox cannot serve it."""
+    encoding = (query.get("encoding") or [default])[-1]
+    raw_rate = (query.get("sample_rate") or ["8000"])[-1]
+    try:
+        rate = int(float(raw_rate))
+    except ValueError:
+        return None
+    if encoding not in ("mulaw", "linear16") or rate not in _RATES:
+        return None
+    if speak and encoding == "mulaw" and rate not in _MULAW_TTS_RATES:
+        return None
+    return encoding, rate
+
+
+class _Decimator:
+    """Streaming low-pass + keep-every-k-th: audio at k x 8 kHz down to 8 kHz for decoding."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        taps = 16 * factor + 1
+        n = np.arange(taps) - (taps - 1) / 2
+        cutoff = 3700.0 / (speech.SAMPLE_RATE * factor)  # cycles per input sample
+        h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hamming(taps)
+        self.h = h / h.sum()
+        self.history = np.zeros(taps - 1)
+        self.phase = 0  # offset, in this chunk, of the next sample to keep
+
+    def __call__(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        buf = np.concatenate([self.history, samples.astype(np.float64)])
+        filtered = np.convolve(buf, self.h, mode="valid")  # one per input sample
+        kept = filtered[self.phase :: self.factor]
+        self.phase = (self.phase - len(samples)) % self.factor
+        self.history = buf[len(buf) - len(self.history) :]
+        return np.asarray(np.clip(np.round(kept), -32768, 32767), dtype=np.int16)
+
+
 _STEP = 160  # samples decoded between two endpoint checks
 _AUDIO_CACHE_SIZE = 256
 
 
-def _wav_header(data_bytes: int, linear16: bool) -> bytes:
-    """A RIFF/WAVE header for 8 kHz mono PCM16 (format 1) or mu-law (format 7)."""
+def _wav_header(data_bytes: int, linear16: bool, rate: int) -> bytes:
+    """A RIFF/WAVE header for mono PCM16 (format 1) or mu-law (format 7)."""
     fmt, width = (1, 2) if linear16 else (7, 1)
-    rate = speech.SAMPLE_RATE
     return (
         b"RIFF"
         + struct.pack("<I", 36 + data_bytes)
@@ -113,8 +159,8 @@ def _wav_header(data_bytes: int, linear16: bool) -> bytes:
     )
 
 
-def _render(text: str, pitch_hz: float, linear16: bool) -> bytes:
-    pcm = speech.synthesize(text, pitch_hz=pitch_hz)
+def _render(text: str, pitch_hz: float, linear16: bool, sample_rate: int) -> bytes:
+    pcm = speech.synthesize(text, pitch_hz=pitch_hz, sample_rate=sample_rate)
     return pcm.astype("<i2").tobytes() if linear16 else pcm16_array_to_mulaw(pcm)
 
 
@@ -252,15 +298,17 @@ class FakeDeepgram:
         self.speak_faults: deque[SpeakFault] = deque()
         self.listen_log: list[ListenRecord] = []
         self.speak_log: list[SpeakRecord] = []
-        self._audio_cache: OrderedDict[tuple[str, float, bool], bytes] = OrderedDict()
+        self._audio_cache: OrderedDict[tuple[str, float, bool, int], bytes] = OrderedDict()
 
-    async def render(self, text: str, *, linear16: bool = False) -> bytes:
+    async def render(
+        self, text: str, *, linear16: bool = False, sample_rate: int = speech.SAMPLE_RATE
+    ) -> bytes:
         """The TTS audio for ``text`` (mu-law, or linear16), synthesized off the event loop
         and kept in a small per-fake LRU cache (agents repeat themselves)."""
-        key = (text, self.speak_settings.pitch_hz, linear16)
+        key = (text, self.speak_settings.pitch_hz, linear16, sample_rate)
         audio = self._audio_cache.get(key)
         if audio is None:
-            audio = await asyncio.to_thread(_render, text, key[1], linear16)
+            audio = await asyncio.to_thread(_render, text, key[1], linear16, sample_rate)
             self._audio_cache[key] = audio
             while len(self._audio_cache) > _AUDIO_CACHE_SIZE:
                 self._audio_cache.popitem(last=False)
@@ -302,15 +350,8 @@ class FakeDeepgram:
             await self._reject(ws, fault.reject_status, "INJECTED", "Injected failure.")
             return False
         query = _query(ws)
-        encoding = (query.get("encoding") or ["linear16" if speak else "mulaw"])[-1]
-        rate = (query.get("sample_rate") or ["8000"])[-1]
-        if encoding not in ("mulaw", "linear16") or rate != "8000":
-            await self._reject(
-                ws,
-                400,
-                "UNSUPPORTED",
-                "The sandbox speaks 8 kHz mulaw or linear16 only.",
-            )
+        if _format(query, speak=speak, default="linear16" if speak else "mulaw") is None:
+            await self._reject(ws, 400, "UNSUPPORTED", _UNSUPPORTED)
             return False
         for name in ("endpointing", "utterance_end_ms"):
             value = (query.get(name) or ["0"])[-1]
@@ -352,11 +393,11 @@ class FakeDeepgram:
         if fault is not None and fault.reject_status is not None:
             return refuse(fault.reject_status, "INJECTED", "Injected failure.")
         query = {k: request.query_params.getlist(k) for k in request.query_params}
-        encoding = (query.get("encoding") or ["mp3"])[-1]
-        rate = (query.get("sample_rate") or ["8000"])[-1]
         container = (query.get("container") or ["none"])[-1]
-        if encoding not in ("mulaw", "linear16") or rate != "8000":
-            return refuse(400, "UNSUPPORTED", "The sandbox speaks 8 kHz mulaw or linear16 only.")
+        audio_format = _format(query, speak=True, default="mp3")  # Deepgram's REST default
+        if audio_format is None:
+            return refuse(400, "UNSUPPORTED", _UNSUPPORTED)
+        encoding, rate = audio_format
         try:
             text = str((await request.json())["text"])
         except (ValueError, KeyError, TypeError):
@@ -365,14 +406,14 @@ class FakeDeepgram:
         record.controls.append("POST")
         self.speak_log.append(record)
         linear16 = encoding == "linear16"
-        audio = await self.render(text, linear16=linear16)
+        audio = await self.render(text, linear16=linear16, sample_rate=rate)
         if container == "wav":
-            audio = _wav_header(len(audio), linear16) + audio
+            audio = _wav_header(len(audio), linear16, rate) + audio
         settings = self.speak_settings
         started = time.monotonic()
 
         async def body() -> AsyncIterator[bytes]:
-            chunk = max(1, int(settings.chunk_ms * (16 if linear16 else 8)))
+            chunk = max(1, int(settings.chunk_ms * rate / 1000 * (2 if linear16 else 1)))
             first: float | None = None
             for i, off in enumerate(range(0, len(audio), chunk)):
                 due = started + settings.ttfb_ms / 1000
@@ -500,7 +541,10 @@ class _ListenSession:
         self.interim = _flag(q, "interim_results")
         self.vad_events = _flag(q, "vad_events")
         self.punctuate = _flag(q, "punctuate") or _flag(q, "smart_format")
-        self.linear16 = (q.get("encoding") or ["mulaw"])[-1] == "linear16"
+        encoding, rate = _format(q, speak=False, default="mulaw") or ("mulaw", 8000)
+        self.linear16 = encoding == "linear16"
+        factor = rate // speech.SAMPLE_RATE
+        self.decimate = _Decimator(factor) if factor > 1 else None
         self.decoder = speech.SpeechDecoder(min_gap_ms=_STT_GAP_MS)
         self.sha = hashlib.sha256()
         self.carry = b""
@@ -673,6 +717,8 @@ class _ListenSession:
             samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
         else:
             samples = mulaw_to_pcm16_array(data)
+        if self.decimate is not None:
+            samples = self.decimate(samples)
         # 20 ms at a time, so a big chunk is timed as if it had been streamed.
         for i in range(0, len(samples), _STEP):
             self._events(self.decoder.feed(samples[i : i + _STEP]))
@@ -817,7 +863,11 @@ class _SpeakSession:
         self.record = record
         self.settings = settings
         self.fault = fault
-        self.linear16 = (record.query.get("encoding") or ["linear16"])[-1] == "linear16"
+        encoding, self.rate = _format(record.query, speak=True, default="linear16") or (
+            "linear16",
+            8000,
+        )
+        self.linear16 = encoding == "linear16"
         self.text = ""
         self.flushes = 0
         self.jobs: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
@@ -859,8 +909,8 @@ class _SpeakSession:
                 continue
             started = time.monotonic()
             first_sent: float | None = None
-            audio = await self.render(text, linear16=self.linear16)
-            bytes_per_ms = 16 if self.linear16 else 8
+            audio = await self.render(text, linear16=self.linear16, sample_rate=self.rate)
+            bytes_per_ms = self.rate / 1000 * (2 if self.linear16 else 1)
             chunk = max(1, int(self.settings.chunk_ms * bytes_per_ms))
             speed = self.settings.speed
             for i, off in enumerate(range(0, len(audio), chunk)):

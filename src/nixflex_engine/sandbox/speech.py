@@ -118,8 +118,8 @@ def duration_ms(text: str) -> float:
     return float(len(text.encode("utf-8")) * SYMBOL_MS)
 
 
-def _pitch_contour(n: int, pitch_hz: float) -> npt.NDArray[np.float64]:
-    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+def _pitch_contour(n: int, pitch_hz: float, rate: int) -> npt.NDArray[np.float64]:
+    t = np.arange(n, dtype=np.float64) / rate
     return (
         pitch_hz
         + 0.18 * pitch_hz * np.sin(2 * np.pi * t / 0.41)
@@ -129,24 +129,35 @@ def _pitch_contour(n: int, pitch_hz: float) -> npt.NDArray[np.float64]:
 
 
 def synthesize(
-    text: str, *, pitch_hz: float = 125.0, amplitude: float = 0.3
+    text: str,
+    *,
+    pitch_hz: float = 125.0,
+    amplitude: float = 0.3,
+    sample_rate: int = SAMPLE_RATE,
 ) -> npt.NDArray[np.int16]:
-    """Speak ``text``: int16 samples at 8 kHz, :data:`SYMBOL_MS` per UTF-8 byte.
+    """Speak ``text``: int16 samples, :data:`SYMBOL_MS` per UTF-8 byte, at 8 kHz by default.
 
     ``pitch_hz`` sets the voice (the decoder ignores it); ``amplitude`` is the peak level as a
     fraction of full scale. Its quietest 10 ms is about -25 dBFS at the default 0.3 and
     -35 dBFS at 0.1; below 0.1 it dips under the decoder's default ``silence_dbfs`` (-40), so
     keep ``amplitude`` ≥ 0.1 for audio that must be transcribed (quieter is fine for VAD tests).
-    Deterministic: the same arguments always give the same samples.
+    ``sample_rate`` (≥ 8000) renders the same signal at another rate, e.g. for a TTS client that
+    asks for 24 kHz; the decoder reads 8 kHz, so resample back (any decent resampler keeps the
+    900-3225 Hz tones). Deterministic: the same arguments always give the same samples.
     """
+    if sample_rate < SAMPLE_RATE:
+        raise ValueError(f"sample_rate must be at least {SAMPLE_RATE} Hz")
+    rate = int(sample_rate)
     data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-    n = len(data) * SYMBOL_SAMPLES
+    per_symbol = rate * SYMBOL_MS / 1000
+    n = round(len(data) * per_symbol)
     if n == 0:
         return np.zeros(0, dtype=np.int16)
-    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+    t = np.arange(n, dtype=np.float64) / rate
+    index = np.minimum((np.arange(n) // per_symbol).astype(np.int64), len(data) - 1)
 
-    f0 = _pitch_contour(n, pitch_hz)
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    f0 = _pitch_contour(n, pitch_hz, rate)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
     carrier = np.zeros(n)
     for k in range(1, 12):
         fk = k * f0
@@ -155,18 +166,18 @@ def synthesize(
             carrier += gain * np.sin(k * phase + 0.3 * k)
     carrier /= max(float(np.max(np.abs(carrier))), 1e-9)
 
-    parity = np.arange(len(data)) % 2
+    parity = (np.arange(len(data)) % 2)[index]
     chord = np.zeros(n)
     for g in range(_GROUPS):
-        digit = (data.astype(np.int64) >> (2 * (_GROUPS - 1 - g))) & 3
-        freq = np.repeat(_TONE_HZ[g, digit, parity], SYMBOL_SAMPLES)
-        tone_phase = 2 * np.pi * np.cumsum(freq) / SAMPLE_RATE + 0.7 * g
+        digit = ((data.astype(np.int64) >> (2 * (_GROUPS - 1 - g))) & 3)[index]
+        freq = _TONE_HZ[g, digit, parity]
+        tone_phase = 2 * np.pi * np.cumsum(freq) / rate + 0.7 * g
         chord += (1.0 - 0.12 * g) * np.sin(tone_phase)
     chord /= _GROUPS
 
     envelope = 0.65 + 0.35 * np.sin(np.pi * t / 0.23) ** 2
     x = envelope * (_CARRIER_MIX * carrier + _DATA_MIX * chord)
-    ramp = min(16, n // 2)  # 2 ms raised-cosine attack and release, no clicks
+    ramp = min(rate // 500, n // 2)  # 2 ms raised-cosine attack and release, no clicks
     if ramp:
         r = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
         x[:ramp] *= r
