@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
@@ -111,6 +112,11 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    server_cpu_seconds: float = 0.0
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        return self.server_cpu_seconds * 1000 / max(self.requests, 1)
 
     @property
     def rps(self) -> float:
@@ -181,6 +187,11 @@ async def prepare(database_url: str, key: str) -> tuple[str, str]:
         await db.dispose()
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -220,7 +231,7 @@ async def run_backend(
         "PYTHONPATH": str(ROOT / "src"),
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", str(port), env=env
+        sys.executable, os.environ.get("NIXFLEX_BENCH_SERVER", __file__), "--serve", str(port), env=env
     )
     try:
         await wait_ready(port, proc)
@@ -235,14 +246,19 @@ async def run_backend(
         post = build_request("POST", "/v1/calls/outbound", auth, post_body)
         # warm-up
         await drive(port, "warmup", [post], 1.0, connections, 201)
+        server = psutil.Process(proc.pid)
+        cpu0 = _cpu(server)
         post_result, bodies = await drive(
             port, f"{label} POST /v1/calls/outbound", [post], seconds, connections, 201
         )
+        post_result.server_cpu_seconds = _cpu(server) - cpu0
         call_ids = [json.loads(b)["call_id"] for b in bodies[:1000]]
         gets = [build_request("GET", f"/v1/calls/{cid}", auth) for cid in call_ids]
+        cpu0 = _cpu(server)
         get_result, _ = await drive(
             port, f"{label} GET /v1/calls/{{id}}", gets, seconds, connections, 200
         )
+        get_result.server_cpu_seconds = _cpu(server) - cpu0
         return [post_result, get_result]
     finally:
         proc.terminate()
@@ -270,7 +286,10 @@ async def pg_database(base_url: str, name: str, drop: bool = False) -> str:
 
 
 def report(results: list[Result]) -> None:
-    print(f"{'benchmark':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  target")
+    print(
+        f"{'benchmark':40} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'err':>4} "
+        f"{'srv CPU ms/req':>15}  target"
+    )
     for r in results:
         kind = "post" if "POST" in r.name else "get"
         rps_target, p99_target = TARGETS[kind]
@@ -283,9 +302,10 @@ def report(results: list[Result]) -> None:
             f", p99 < {p99_target:.0f} ms" if p99_target else ""
         )
         print(
-            f"{r.name:44} {r.rps:9.0f} {r.pct(0.5):8.2f} {r.pct(0.99):8.2f} {r.errors:7d}  "
-            f"{target}: {'MET' if ok else 'MISSED'}"
+            f"{r.name:40} {r.rps:7.0f} {r.pct(0.5):7.2f} {r.pct(0.99):7.2f} {r.errors:4d} "
+            f"{r.server_cpu_ms_per_request:15.3f}  {target}: {'MET' if ok else 'MISSED'}"
         )
+    print(f"load average during the run: {os.getloadavg()}, CPUs: {os.cpu_count()}")
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Retry-After (seconds) sent with 429 concurrent_call_limit.",
     )
+    auth_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Seconds a node may reuse an API key record it read. A rotated secret "
+        "fails at once on the node that rotated it and within this many seconds on other "
+        "nodes sharing the database; new secrets always work at once. 0 = read every time.",
+    )
     allow_private_webhook_urls: bool = Field(
         False, description="Allow webhook URLs on private or loopback addresses (SSRF guard)."
     )

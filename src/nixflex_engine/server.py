@@ -24,7 +24,7 @@ from nixflex_engine.api.errors import ApiError, error_response
 from nixflex_engine.api.metrics import Metrics
 from nixflex_engine.api.middleware import RequestContextMiddleware
 from nixflex_engine.api.ratelimit import RateLimiter
-from nixflex_engine.api.routing import Services
+from nixflex_engine.api.routing import AuthCache, Services
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
 from nixflex_engine.config import Settings
@@ -66,6 +66,7 @@ def build_services(
             writes_per_minute=settings.rate_limit_writes_per_minute,
         ),
         metrics=metrics,
+        auth_cache=AuthCache(settings.auth_cache_seconds),
         outbound=OutboundCallService(
             repos=repos,
             crypto=crypto,

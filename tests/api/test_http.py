@@ -273,3 +273,26 @@ async def test_unicode_and_huge_values(sqlite_env: Env) -> None:
     assert record["metadata"] == metadata and record["dynamic_vars"] == {"名前": "さくら"}
     r = await env.client.get("/v1/calls/' OR 1=1 --", headers=account.headers)
     assert_error(r, 404, "call_not_found")
+
+
+async def test_rotation_across_nodes(sqlite_url: str, fake_twilio: Any, tmp_path: Any) -> None:
+    """Two nodes on one database: the rotating node refuses the old secret at once; the other
+    accepts the new secret at once, and the old one only while its cached key record is
+    younger than auth_cache_seconds (0 = never)."""
+    for ttl in (0.0, 30.0):
+        async for a in start_env(sqlite_url, fake_twilio, tmp_path, auth_cache_seconds=ttl):
+            async for b in start_env(sqlite_url, fake_twilio, tmp_path, auth_cache_seconds=ttl):
+                account = await a.account()
+                old = account.headers
+                assert (await b.client.get("/v1/agents", headers=old)).status_code == 200
+                new = (await a.client.post("/v1/keys/rotate", headers=old)).json()
+                new_headers = {"Authorization": f"Bearer {account.key_id}:{new['key_secret']}"}
+                assert_error(await a.client.get("/v1/agents", headers=old), 401, "invalid_api_key")
+                stale = await b.client.get("/v1/agents", headers=old)
+                if ttl == 0:
+                    assert_error(stale, 401, "invalid_api_key")
+                else:
+                    assert stale.status_code == 200  # bounded by auth_cache_seconds
+                assert (await b.client.get("/v1/agents", headers=new_headers)).status_code == 200
+                # the new secret made b re-read the key: the old one now fails there too
+                assert_error(await b.client.get("/v1/agents", headers=old), 401, "invalid_api_key")

@@ -76,6 +76,7 @@ async def rotate_key(call: ApiCall) -> Reply:
         secret_hash=services.crypto.hash_secret(secret),
         secret_encrypted=services.crypto.encrypt(secret),
     )
+    services.auth_cache.invalidate(call.auth.key_id)
     if not rotated:
         raise ApiError(401, "invalid_api_key", "Invalid API key.")
     return Reply(200, {"key_id": call.auth.key_id, "key_secret": secret})

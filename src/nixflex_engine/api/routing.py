@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,18 @@ from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto, DecryptionError
-from nixflex_engine.store.repositories import Repositories
+from nixflex_engine.store.repositories import ApiKeyRecord, Repositories
 
-__all__ = ["ApiCall", "AuthContext", "Reply", "Services", "endpoint", "parse_json_body"]
+__all__ = [
+    "ApiCall",
+    "AuthCache",
+    "AuthContext",
+    "Reply",
+    "Services",
+    "authenticate",
+    "endpoint",
+    "parse_json_body",
+]
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _MAX_JSON_DEPTH = 32
@@ -52,6 +62,7 @@ class Services:
     rate_limiter: RateLimiter
     metrics: Metrics
     outbound: OutboundCallService
+    auth_cache: AuthCache
 
 
 @dataclass(slots=True, frozen=True)
@@ -188,13 +199,59 @@ async def authenticate(request: Request, services: Services) -> AuthContext:
         raise ApiError(401, "invalid_api_key", "Invalid API key.")
     if len(key_id) > 64 or len(secret) > 256:
         raise ApiError(401, "invalid_api_key", "Invalid API key.")
-    record = await services.repos.accounts.get_key(key_id)
-    if record is None:
-        services.crypto.hash_secret(secret)  # same work as a miss-by-secret
-        raise ApiError(401, "invalid_api_key", "Invalid API key.")
-    if not services.crypto.verify_secret(secret, record.secret_hash) or record.revoked:
+    crypto = services.crypto
+    record = services.auth_cache.get(key_id)
+    if record is None or not crypto.verify_secret(secret, record.secret_hash):
+        # Not cached, or the secret does not match what we cached: read the key again (a
+        # secret rotated on another node works here at once).
+        record = await services.repos.accounts.get_key(key_id)
+        if record is None:
+            crypto.hash_secret(secret)  # same work as a miss-by-secret
+            raise ApiError(401, "invalid_api_key", "Invalid API key.")
+        services.auth_cache.put(record)
+        if not crypto.verify_secret(secret, record.secret_hash):
+            raise ApiError(401, "invalid_api_key", "Invalid API key.")
+    if record.revoked:
         raise ApiError(401, "invalid_api_key", "Invalid API key.")
     return AuthContext(key_id=record.key_id, account_id=record.account_id)
+
+
+class AuthCache:
+    """Key records this node read recently, so most requests skip the key lookup.
+
+    A record is used for at most ``ttl_seconds``. Rotating a key invalidates it here at once;
+    other nodes sharing the database keep accepting the *old* secret for at most
+    ``ttl_seconds`` (a *new* secret is never refused: a mismatch re-reads the key). 0 turns
+    the cache off.
+    """
+
+    __slots__ = ("_clock", "_entries", "_ttl")
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, ApiKeyRecord]] = {}
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        if self._clock() - entry[0] >= self._ttl:
+            del self._entries[key_id]
+            return None
+        return entry[1]
+
+    def put(self, record: ApiKeyRecord) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[record.key_id] = (self._clock(), record)
+
+    def invalidate(self, key_id: str) -> None:
+        self._entries.pop(key_id, None)
 
 
 # --------------------------------------------------------------------------------------------
