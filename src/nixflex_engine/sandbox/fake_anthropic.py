@@ -48,8 +48,9 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -76,12 +77,18 @@ _log = get_logger(__name__)
 
 FaultKind = Literal["overloaded", "rate_limit", "api_error", "unavailable", "stream_error", "drop"]
 
-_STATUS: dict[str, tuple[int, str, str]] = {
-    "overloaded": (529, "overloaded_error", "Overloaded"),
-    "rate_limit": (429, "rate_limit_error", "Number of request tokens has exceeded your limit."),
-    "api_error": (500, "api_error", "Internal server error"),
-    "unavailable": (503, "api_error", "Service unavailable"),
-}
+_STATUS: Mapping[str, tuple[int, str, str]] = MappingProxyType(
+    {
+        "overloaded": (529, "overloaded_error", "Overloaded"),
+        "rate_limit": (
+            429,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your limit.",
+        ),
+        "api_error": (500, "api_error", "Internal server error"),
+        "unavailable": (503, "api_error", "Service unavailable"),
+    }
+)
 _END_CALL = "[END_CALL]"
 
 

@@ -65,6 +65,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,9 @@ __all__ = [
 
 _log = get_logger(__name__)
 
-_MODEL_INFO = {"name": "general-nova-3", "version": "2025-09-30.0", "arch": "nova-3"}
+_MODEL_INFO = MappingProxyType(
+    {"name": "general-nova-3", "version": "2025-09-30.0", "arch": "nova-3"}
+)
 _MODEL_UUID = "1dbdfb4d-85b2-4659-9a9b-0a4b2b3e4f29"
 _NET0001 = (
     "Deepgram did not receive audio data or a text message within the timeout window. "

@@ -103,6 +103,8 @@ _TONE_BIN = (_TONE_HZ / _BIN_HZ).astype(np.int64)
 _TONE_BIN_FLAT = _TONE_BIN.reshape(-1)
 _BAND = (int(850 / _BIN_HZ), int(3300 / _BIN_HZ) + 1)
 _HANN = np.hanning(WINDOW_SAMPLES + 2)[1:-1]
+for _table in (_TONE_HZ, _TONE_BIN, _TONE_BIN_FLAT, _HANN):
+    _table.setflags(write=False)  # constants, not state
 _MIN_RUN_WINDOWS = 3
 _SHARE_MIN = 0.25  # share of band energy held by the 4 selected bins, per window
 _PARITY_MIN = 0.5  # share of all 32 tone bins held by the 4 selected bins
