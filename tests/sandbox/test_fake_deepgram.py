@@ -430,7 +430,40 @@ async def test_tts_at_24_khz_is_heard_by_stt_at_24_khz(sandbox: Sandbox) -> None
     said = "Rendered at twenty four kilohertz."
     audio, msgs, _ = await speak(sandbox, [said], encoding="linear16", sample_rate=24000)
     assert len(audio) == len(said) * 1800 * 2
+    assert [m.type for m in msgs] == ["Metadata", "Flushed"]
     assert sandbox.deepgram.speak_log[-1].query["sample_rate"] == ["24000"]
     line = audio + bytes(24000)  # then 0.5 s of silence
     got = await transcribe(sandbox, line, encoding="linear16", sample_rate=24000)
     assert [text(m) for m in results(got) if m.is_final] == [said]
+
+
+async def test_final_latency_in_real_time(sandbox: Sandbox) -> None:
+    """Audio paced at real time: the final leaves endpointing + final_delay_ms after the speech."""
+    sandbox.deepgram.listen_settings.final_delay_ms = 80
+    speech_audio = mulaw(sp.synthesize("hi"))
+    silence_audio = mulaw(sp.silence(400))
+    client = sandbox.deepgram_client()
+    async with client.listen.v1.connect(**{**LISTEN, "endpointing": 100}) as stt:
+        start = time.monotonic()
+        for i in range(0, len(speech_audio), 160):
+            await stt.send_media(speech_audio[i : i + 160])
+        speech_end = start + len(speech_audio) / 8000  # audio time of the speech end
+        sender = asyncio.create_task(pace(stt, silence_audio, speech_end))
+        async for msg in stt:
+            if msg is not None and msg.type == "Results" and msg.is_final:
+                final_at = time.monotonic()
+                break
+        await sender
+        await stt.send_close_stream()
+        _ = [m async for m in stt]
+    # ≥ 100 ms of silence heard (its frames paced in real time), then 80 ms of processing.
+    assert final_at - speech_end >= 0.1 + 0.08 - 0.02
+    assert final_at - speech_end < 3.0
+
+
+async def pace(stt: Any, audio: bytes, t0: float) -> None:
+    for n, i in enumerate(range(0, len(audio), 160)):
+        wait = t0 + n * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await stt.send_media(audio[i : i + 160])
