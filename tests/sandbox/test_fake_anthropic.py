@@ -388,3 +388,29 @@ async def test_stream_faults_on_a_request_that_is_not_streamed(sandbox: Sandbox)
     with pytest.raises(anthropic.OverloadedError):
         await c.messages.create(model=MODEL, max_tokens=20, messages=HELLO)
     assert (await c.messages.create(model=MODEL, max_tokens=20, messages=HELLO)).content
+
+
+async def test_prompt_cache_follows_a_breakpoint_moving_down_the_history(
+    sandbox: Sandbox,
+) -> None:
+    c = client(sandbox)
+    system = [{**SYSTEM[0], "cache_control": {"type": "ephemeral"}}]
+    mark = {"cache_control": {"type": "ephemeral"}}
+    turn1 = [{"role": "user", "content": [{"type": "text", "text": "Hello? " * 50, **mark}]}]
+    first = await c.messages.create(model=MODEL, max_tokens=20, system=system, messages=turn1)  # type: ignore[arg-type]
+    assert first.usage.cache_read_input_tokens == 0
+    written = first.usage.cache_creation_input_tokens
+    assert written > 1000
+    turn2 = [
+        {"role": "user", "content": [{"type": "text", "text": "Hello? " * 50}]},
+        {"role": "assistant", "content": "Hi, this is Alex."},
+        {"role": "user", "content": [{"type": "text", "text": "Who? " * 50, **mark}]},
+    ]
+    second = await c.messages.create(model=MODEL, max_tokens=20, system=system, messages=turn2)  # type: ignore[arg-type]
+    # Everything turn 1 cached (system + first message) is read; the new turns are written.
+    assert second.usage.cache_read_input_tokens == written
+    assert 0 < second.usage.cache_creation_input_tokens < written
+    # Same system, different conversation: only the system prompt is read.
+    other = [{"role": "user", "content": [{"type": "text", "text": "Other " * 50, **mark}]}]
+    third = await c.messages.create(model=MODEL, max_tokens=20, system=system, messages=other)  # type: ignore[arg-type]
+    assert 0 < third.usage.cache_read_input_tokens < written

@@ -24,10 +24,13 @@ split), ``content_block_stop``, ``message_delta`` (``stop_reason`` and cumulativ
 ``message_stop``. The first delta leaves ``ttft_ms`` after the request arrived, the next ones
 at ``tokens_per_s``. ``max_tokens`` and ``stop_sequences`` are honoured.
 
-Prompt caching: everything up to the last block marked ``cache_control`` (system blocks, tools,
-message content; a top-level ``cache_control`` marks the whole prompt) is a cache prefix; the
-first request writes it (``cache_creation_input_tokens``), later ones with the same prefix read
-it (``cache_read_input_tokens``). Tokens are counted as ⌈characters / 4⌉.
+Prompt caching: everything up to the last block marked ``cache_control`` (tools, system blocks,
+message content; a top-level ``cache_control`` marks the whole prompt) is cached. A request
+reads the longest prefix, ending on a block boundary, that an earlier request cached within
+5 minutes (``cache_read_input_tokens``) and writes the rest up to its breakpoint
+(``cache_creation_input_tokens``); so a stable system prompt is read from turn 2 on, and a
+breakpoint on the growing history reads the previous turn's prefix. Tokens are counted as
+⌈characters / 4⌉.
 
 Faults: ``fake.faults`` is a queue, one entry per request: :class:`AnthropicFault` kinds
 ``overloaded`` (529), ``rate_limit`` (429, ``retry-after: 0``), ``api_error`` (500),
@@ -47,7 +50,7 @@ import math
 import re
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -90,6 +93,8 @@ _STATUS: Mapping[str, tuple[int, str, str]] = MappingProxyType(
     }
 )
 _END_CALL = "[END_CALL]"
+_CACHE_TTL_S = 300.0  # the default 5-minute cache, refreshed by each hit
+_CACHE_ENTRIES = 4096
 
 
 @dataclass(slots=True)
@@ -189,30 +194,33 @@ def _tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+def _unmarked(block: Any) -> str:
+    """A block serialized without its ``cache_control`` (moving a breakpoint keeps the text)."""
+    if isinstance(block, dict):
+        block = {k: v for k, v in block.items() if k != "cache_control"}
+    return json.dumps(block, sort_keys=True)
+
+
+def _marked(block: Any) -> bool:
+    return isinstance(block, dict) and "cache_control" in block
+
+
 def _prompt_units(body: dict[str, Any]) -> list[tuple[str, bool]]:
     """The prompt as (serialized block, has cache_control) in cache order: tools, system,
-    messages."""
+    messages. A message given as a plain string counts as one text block."""
     units: list[tuple[str, bool]] = []
     for tool in body.get("tools") or []:
-        units.append((json.dumps(tool, sort_keys=True), "cache_control" in tool))
+        units.append((_unmarked(tool), _marked(tool)))
     system = body.get("system")
-    if isinstance(system, str):
-        units.append((system, False))
-    else:
-        for block in system or []:
-            units.append((str(block.get("text", "")), "cache_control" in block))
+    blocks = [{"type": "text", "text": system}] if isinstance(system, str) else system or []
+    for block in blocks:
+        units.append((_unmarked(block), _marked(block)))
     for msg in body.get("messages") or []:
         content = msg.get("content")
         if isinstance(content, str):
-            units.append((f"{msg.get('role')}:{content}", False))
-        else:
-            for block in content or []:
-                units.append(
-                    (
-                        f"{msg.get('role')}:{json.dumps(block, sort_keys=True)}",
-                        isinstance(block, dict) and "cache_control" in block,
-                    )
-                )
+            content = [{"type": "text", "text": content}]
+        for block in content or []:
+            units.append((f"{msg.get('role')}:{_unmarked(block)}", _marked(block)))
     return units
 
 
@@ -384,7 +392,7 @@ class FakeAnthropic:
         self.rules: list[Rule] = []
         self.faults: deque[AnthropicFault] = deque()
         self.requests: list[RecordedRequest] = []
-        self._cache: set[str] = set()
+        self._cache: OrderedDict[str, float] = OrderedDict()  # prefix digest → expiry
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/v1/messages", self._messages, methods=["POST"])]
@@ -426,16 +434,30 @@ class FakeAnthropic:
         prefix_end = _cache_prefix(body)
         created = read = 0
         if prefix_end is not None:
-            prefix = [u for u, _ in units[:prefix_end]]
-            prefix_tokens = sum(_tokens(u) for u in prefix)
-            if prefix_tokens >= self.settings.cache_min_tokens and prefix_tokens > 0:
-                key = hashlib.sha256("\x00".join([str(body.get("model")), *prefix]).encode())
-                digest = key.hexdigest()
-                if digest in self._cache:
-                    read = prefix_tokens
-                else:
-                    self._cache.add(digest)
-                    created = prefix_tokens
+            tokens = [_tokens(u) for u, _ in units[:prefix_end]]
+            if sum(tokens) >= self.settings.cache_min_tokens and sum(tokens) > 0:
+                # Like the API: the longest cached prefix ending on a block boundary is read,
+                # the rest up to the breakpoint is written (and every marked boundary kept).
+                now = time.monotonic()
+                running = hashlib.sha256(str(body.get("model")).encode())
+                digests: list[str] = []
+                for unit, _ in units[:prefix_end]:
+                    running.update(b"\x00" + unit.encode())
+                    digests.append(running.hexdigest())
+                hit = 0
+                for i in range(prefix_end, 0, -1):
+                    expiry = self._cache.get(digests[i - 1])
+                    if expiry is not None and expiry > now:
+                        hit = i
+                        break
+                read = sum(tokens[:hit])
+                created = sum(tokens[hit:])
+                for i, (_, marked) in enumerate(units[:prefix_end], start=1):
+                    if marked or i == prefix_end or i == hit:
+                        self._cache[digests[i - 1]] = now + _CACHE_TTL_S
+                        self._cache.move_to_end(digests[i - 1])
+                while len(self._cache) > _CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
         return {
             "input_tokens": max(total - created - read, 1),
             "cache_creation_input_tokens": created,
