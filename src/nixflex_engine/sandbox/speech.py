@@ -29,7 +29,7 @@ Encoding (8 kHz, int16)
   never below 65 % so no frame inside an utterance is silent). webrtcvad classifies it as
   speech on essentially every 20 ms frame in modes 0-3 (the tests require ≥ 90 % in modes 2, 3).
 * Utterances are separated by silence: anything quieter than ``silence_dbfs`` (-40 dBFS RMS
-  per 10 ms hop) for ``min_gap_ms`` ends an utterance. Speech is ≈ -21 dBFS RMS by default;
+  per 10 ms hop) for ``min_gap_ms`` ends an utterance. Speech is ≈ -22 dBFS RMS by default;
   :func:`noise` defaults to -55 dBFS, so a noisy line still segments correctly.
 
 Decoding
