@@ -15,7 +15,7 @@ from nixflex_engine.sandbox.serve import serve_sandbox
 DG_KEY = "test-key"
 
 
-@dataclass
+@dataclass(slots=True)
 class Sandbox:
     url: str
     deepgram: FakeDeepgram
