@@ -347,3 +347,44 @@ def test_bad_settings_are_refused() -> None:
         VoicemailProcessor(voicemail_action="beep")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         VoicemailProcessor(tick_interval_ms=0)
+
+
+async def test_amd_human_mid_sentence_holds_the_opener_until_the_caller_pauses() -> None:
+    async with Rig(voicemail_action="hangup") as rig:
+        rig.clock.t = 460
+        await rig.send(UserStartedSpeakingFrame(start_ms=300))
+        rig.clock.t = 900
+        await rig.send(InterimTranscriptFrame(text="Hi there", start_ms=300, end_ms=800))
+        await rig.amd("human", 1000, 900)
+        (result,) = rig.of(VoicemailResultFrame)
+        assert result.voicemail_detected is False and result.amd_result == "human"
+        await rig.at(1100)
+        assert rig.of(TTSSpeakFrame) == []  # not over the caller
+        rig.clock.t = 1500
+        await rig.send(InterimTranscriptFrame(text="Hi there, yes", start_ms=300, end_ms=1200))
+        rig.clock.t = 1600
+        await rig.send(UserStoppedSpeakingFrame(start_ms=300, stop_ms=1250))
+        assert speaks(rig) == [(WELCOME, None)]
+        rig.clock.t = 1700
+        await rig.send(
+            TranscriptFrame(text="Hi there, yes.", start_ms=300, end_ms=1250, speech_final=True)
+        )
+        # The whole segment was the greeting: turn taking saw none of it.
+        assert rig.caller_frames() == []
+        assert caller_lines(rig) == ["Hi there, yes."]
+
+
+async def test_a_caller_who_talks_on_gets_the_opener_after_opener_max_wait_ms() -> None:
+    async with Rig(voicemail_action="hangup", opener_max_wait_ms=1000) as rig:
+        rig.clock.t = 460
+        await rig.send(UserStartedSpeakingFrame(start_ms=300))
+        await rig.amd("human", 800, 700)
+        await rig.at(1700)
+        assert rig.of(TTSSpeakFrame) == []
+        await rig.at(1850)
+        assert speaks(rig) == [(WELCOME, None)]
+        # The interim of the speech still going on is the greeting's, for the transcript.
+        rig.clock.t = 1900
+        await rig.send(InterimTranscriptFrame(text="so anyway", start_ms=300, end_ms=1800))
+        await rig.at(1900 + 2100)  # no final came: flushed with the interim
+        assert caller_lines(rig) == ["so anyway"] and rig.caller_frames() == []

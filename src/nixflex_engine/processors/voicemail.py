@@ -349,7 +349,7 @@ class VoicemailProcessor(FrameProcessor):
             return
         if isinstance(frame, InputAudioFrame):
             await self.push_frame(frame, direction)
-            if self._beep is not None and not self._stopped:
+            if self._beep is not None and not self._stopped and frame.sample_rate == 8000:
                 await self._audio(frame)
             return
         if isinstance(frame, _CALLER_FRAMES):
@@ -446,6 +446,7 @@ class VoicemailProcessor(FrameProcessor):
             await self._send_result()  # only the record's amd_result can still change
             return
         await self._apply(actions)
+        await self._send_result()  # a late AMD that decides nothing still fills amd_result
 
     async def _caller_frame(self, frame: Frame) -> None:
         now = self.now_ms()
@@ -605,6 +606,9 @@ class VoicemailProcessor(FrameProcessor):
     # --- actions ------------------------------------------------------------------------
 
     async def _apply(self, actions: list[Action]) -> None:
+        if not actions:
+            self._update_lifecycle(self.now_ms())
+            return
         for action in actions:
             if self._ended or self._stopped:
                 break
