@@ -139,6 +139,16 @@ async def test_idempotency_records(repos: Repositories) -> None:
         )
     )
     assert await idem.claim(account_id, "k", "h4") is None
+    # a claim abandoned mid-request (no response after a minute) is replaced too
+    assert await idem.claim(account_id, "k", "h4") is not None
+    await repos.db.write(
+        lambda conn: conn.execute(
+            idempotency_keys.update()
+            .where(idempotency_keys.c.key == "k", idempotency_keys.c.account_id == account_id)
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=61))
+        )
+    )
+    assert await idem.claim(account_id, "k", "h5") is None
 
 
 async def test_phone_number_unique_and_agent_delete_detaches(repos: Repositories) -> None:

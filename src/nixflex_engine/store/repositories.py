@@ -1116,6 +1116,9 @@ class IdempotencyRepository:
     __slots__ = ("_db",)
 
     TTL = timedelta(hours=24)
+    # A claim still without a response after this long belongs to a request that died
+    # (process killed mid-request); it is replaced so the client's retry can run.
+    ABANDONED = timedelta(seconds=60)
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -1129,7 +1132,16 @@ class IdempotencyRepository:
 
         def insert(conn: sa.Connection) -> None:
             conn.execute(
-                idempotency_keys.delete().where(*pk, idempotency_keys.c.created_at < now - self.TTL)
+                idempotency_keys.delete().where(
+                    *pk,
+                    sa.or_(
+                        idempotency_keys.c.created_at < now - self.TTL,
+                        sa.and_(
+                            idempotency_keys.c.response_status.is_(None),
+                            idempotency_keys.c.created_at < now - self.ABANDONED,
+                        ),
+                    ),
+                )
             )
             conn.execute(
                 idempotency_keys.insert().values(
