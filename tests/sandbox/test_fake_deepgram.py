@@ -467,3 +467,27 @@ async def pace(stt: Any, audio: bytes, t0: float) -> None:
         if wait > 0:
             await asyncio.sleep(wait)
         await stt.send_media(audio[i : i + 160])
+
+
+async def test_configure_replaces_keyterms_and_toggles_formatting(sandbox: Sandbox) -> None:
+    from deepgram.listen.v1.types import ListenV1Configure
+
+    client = sandbox.deepgram_client()
+    async with client.listen.v1.connect(**{**LISTEN, "keyterm": ["Acme", "Nixflex"]}) as stt:
+        await stt.send_configure(
+            ListenV1Configure(type="Configure", keyterms=["Zed"], features={"smart_format": False})
+        )
+        ok = await stt.recv()
+        assert ok.type == "ConfigureSuccess" and ok.keyterms == ["Zed"]
+        await stt.send_media(mulaw(sp.synthesize("Hello, Zed!"), sp.silence(400)))
+        await stt.send_close_stream()
+        finals = [text(m) for m in results([m async for m in stt]) if m.is_final]
+    assert finals == ["hello zed"]
+    record = sandbox.deepgram.listen_log[-1]
+    assert record.query["keyterm"] == ["Acme", "Nixflex"] and record.keyterms == ["Zed"]
+    async with client.listen.v1.connect(**{**LISTEN, "model": "nova-2"}) as stt:
+        await stt.send_configure(ListenV1Configure(type="Configure", keyterms=["Zed"]))
+        failed = await stt.recv()
+        assert failed.type == "ConfigureFailure"
+        assert failed.code == "CONFIGURE_KEYTERMS_NOT_SUPPORTED"
+        await stt.send_close_stream()

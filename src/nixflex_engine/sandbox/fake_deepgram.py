@@ -23,6 +23,9 @@ and decimated to 8 kHz before decoding); JSON control frames
 * ``UtteranceEnd`` (``utterance_end_ms``, with interim results) after that much silence
   following the last finalized word;
 * on ``Finalize``: the words so far as a final ``Results`` with ``from_finalize: true``;
+* on ``Configure``: ``ConfigureSuccess`` with the keyterms now in force (``ConfigureFailure``
+  for keyterms on a model other than Nova-3); ``features`` can toggle ``punctuate`` /
+  ``smart_format``;
 * on ``CloseStream``: a last final, ``Metadata``, and a normal close; after
   ``idle_timeout_s`` with no message, a close 1011 (NET-0001).
 
@@ -234,6 +237,7 @@ class ListenRecord:
     sent: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # (monotonic, msg)
     dropped: bool = False
     closed: bool = False
+    keyterms: list[str] = field(default_factory=list)  # from the query, then Configure
 
     def finals(self) -> list[str]:
         """Transcripts of the non-empty final results, in order."""
@@ -372,6 +376,7 @@ class FakeDeepgram:
         request_id = str(uuid.uuid4())
         await _accept(ws, request_id)
         record = ListenRecord(request_id, _query(ws), dict(ws.headers))
+        record.keyterms = list(record.query.get("keyterm", []))
         self.listen_log.append(record)
         session = _ListenSession(ws, record, self.listen_settings, fault)
         log_event(_log, "fake_deepgram.listen.open", request_id=request_id)
@@ -796,6 +801,33 @@ class _ListenSession:
             if not self.outbox.task.done():
                 self.outbox.task.cancel()
 
+    def _configure(self, msg: dict[str, Any]) -> None:
+        model = (self.record.query.get("model") or [""])[-1]
+        keyterms = msg.get("keyterms")
+        if keyterms is not None and not model.startswith("nova-3"):
+            self._send(
+                {
+                    "type": "ConfigureFailure",
+                    "request_id": self.record.request_id,
+                    "code": "CONFIGURE_KEYTERMS_NOT_SUPPORTED",
+                    "description": "Only Nova-3 models support mid-stream keyterm updates.",
+                }
+            )
+            return
+        if keyterms is not None:
+            self.record.keyterms = [str(k) for k in keyterms]
+        features = msg.get("features") or {}
+        for name in ("punctuate", "smart_format"):
+            if name in features:
+                self.punctuate = bool(features[name])
+        self._send(
+            {
+                "type": "ConfigureSuccess",
+                "request_id": self.record.request_id,
+                "keyterms": list(self.record.keyterms),
+            }
+        )
+
     async def _control(self, text: str) -> bool:
         try:
             msg = json.loads(text)
@@ -812,6 +844,9 @@ class _ListenSession:
             return False
         self.record.controls.append(str(kind))
         if kind == "KeepAlive":
+            return False
+        if kind == "Configure":
+            self._configure(msg)
             return False
         if kind == "Finalize":
             self._flush_words()
