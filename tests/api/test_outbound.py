@@ -510,3 +510,21 @@ async def test_race_many_concurrent_requests_never_exceed_the_limit(env: Env) ->
     assert statuses.count(429) == 35
     usage = (await env.client.get("/v1/usage", headers=account.headers)).json()
     assert usage["in_flight"] == 5 and usage["peak_concurrency"] == 5
+
+
+async def test_cancelled_dial_releases_the_slot(env: Env) -> None:
+    account = await env.account(max_concurrent_calls=1)
+    agent = await env.agent(account)
+    await env.number(account, agent["agent_id"])
+    env.dialer.delay_seconds = 30
+    body = {"agent_id": agent["agent_id"], "to_number": TO}
+    task = asyncio.create_task(env.services.outbound.create(account.account_id, body))
+    for _ in range(200):
+        if env.dialer.attempts:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    usage = (await env.client.get("/v1/usage", headers=account.headers)).json()
+    assert usage["in_flight"] == 0 and usage["failed_calls"] == 1

@@ -20,6 +20,7 @@ Beyond the documented steps, an agent with ``is_active: false`` is refused with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -326,6 +327,15 @@ class OutboundCallService:
                 f"The carrier rejected the call: {exc.message}",
                 {"twilio_error": exc.as_details(), "call_id": record.call_id},
             ) from exc
+        except asyncio.CancelledError:
+            # The request is going away (client gone, shutdown): never leave the slot held.
+            details = {
+                "code": None,
+                "message": "Cancelled before the carrier answered.",
+                "status": None,
+            }
+            await asyncio.shield(self._dial_failed(record.call_ref, details))
+            raise
         except Exception as exc:
             log_event(_log, "outbound.dial_error", call_id=record.call_ref, exc_info=exc)
             details = {"code": None, "message": "The carrier could not be reached.", "status": None}
