@@ -43,6 +43,7 @@ from nixflex_engine.processors.stt import DeepgramSTT
 from nixflex_engine.processors.tts import DeepgramTTS
 from nixflex_engine.processors.vad import VADProcessor
 from nixflex_engine.processors.voicemail import VoicemailProcessor
+from nixflex_engine.processors.voicemail_rules import ArbiterSettings
 from nixflex_engine.sandbox.callee import CalleeResult, SandboxCallee
 from nixflex_engine.sandbox.fake_deepgram import FakeDeepgram, ListenSettings, SpeakSettings
 from nixflex_engine.sandbox.serve import serve_app, serve_sandbox
@@ -85,6 +86,7 @@ async def engine(
     script: VoicemailScript,
     voicemail_action: str,
     stop_when: StopWhen | None = None,
+    settings: ArbiterSettings | None = None,
 ) -> AsyncIterator[Engine]:
     """The chain behind a Twilio media route, with the fakes on their own server."""
     deepgram = FakeDeepgram(api_key=DG_KEY, listen=ListenSettings(), speak=SpeakSettings())
@@ -99,6 +101,7 @@ async def engine(
                 voicemail_action=voicemail_action,  # type: ignore[arg-type]
                 voicemail_message=MESSAGE,
                 welcome_message=WELCOME,
+                settings=settings,
             )
             task = PipelineTask(
                 Pipeline(
@@ -211,6 +214,26 @@ async def test_voicemail_with_beep_gets_the_message_after_the_beep() -> None:
     assert results[0].voicemail_detected is True and results[0].method in ("transcript", "beep")
     assert caller_lines(call) == [script.greeting]
     assert " ".join(spoken(call)) == MESSAGE
+
+
+async def test_a_message_after_a_greeting_without_beep_is_heard_in_full_then_hangs_up() -> None:
+    # No beep: the message starts on the greeting's silence and could be restarted by a late
+    # beep, so it goes without end_call_reason; when the (here shortened) restart window closes
+    # while it still plays, an empty speak frame with the reason ends the call after its audio.
+    script = get_script("en_personal_short_no_beep")
+    callee, call = await place(
+        script, "leave_message", settings=ArbiterSettings(restart_window_ms=1500.0)
+    )
+
+    assert call.result.reason == "voicemail" and callee.ended_by == "engine_closed"
+    assert words(callee.heard_text()) == words(MESSAGE)  # all of it, then the hang-up
+    first = callee.heard_segments[0].start_ms
+    print(f"\nno beep: message starts {first - script.greeting_end_ms:.0f} ms after the greeting")
+    assert first >= script.greeting_end_ms + 1500  # ArbiterSettings.greeting_silence_ms
+    results = call.down(VoicemailResultFrame)
+    assert results[0].voicemail_detected is True and results[0].method == "transcript"
+    assert all(r.voicemail_detected for r in results)  # AMD's later "human" changes nothing
+    assert caller_lines(call) == [script.greeting]
 
 
 async def test_hangup_on_a_carrier_prompt_ends_the_call_quickly() -> None:
