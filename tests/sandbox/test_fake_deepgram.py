@@ -491,3 +491,15 @@ async def test_configure_replaces_keyterms_and_toggles_formatting(sandbox: Sandb
         assert failed.type == "ConfigureFailure"
         assert failed.code == "CONFIGURE_KEYTERMS_NOT_SUPPORTED"
         await stt.send_close_stream()
+
+
+async def test_rest_speak_drop_mid_stream(sandbox: Sandbox) -> None:
+    sandbox.deepgram.speak_faults.append(SpeakFault(drop_after_bytes=1000))
+    got = b""
+    with pytest.raises(Exception) as err:
+        async for chunk in sandbox.deepgram_client().speak.v1.audio.generate(
+            text="A sentence long enough to be cut.", encoding="mulaw", sample_rate=8000
+        ):
+            got += chunk
+    assert "peer closed connection" in str(err.value) or "incomplete" in str(err.value)
+    assert len(got) == 1000 and sandbox.deepgram.speak_log[-1].dropped

@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -163,6 +164,40 @@ def _wav_header(data_bytes: int, linear16: bool, rate: int) -> bytes:
         + b"data"
         + struct.pack("<I", data_bytes)
     )
+
+
+async def _paced(
+    audio: bytes,
+    started: float,
+    settings: SpeakSettings,
+    bytes_per_ms: float,
+    record: SpeakRecord,
+    fault: SpeakFault | None,
+) -> AsyncIterator[bytes]:
+    """``audio`` in ``chunk_ms`` pieces: the first ``ttfb_ms`` after ``started``, the rest at
+    ``speed`` x real time from when the first left (a stalled loop delays, never bunches,
+    them). At the fault's ``drop_after_bytes`` it stops early and marks ``record.dropped``."""
+    chunk = max(1, int(settings.chunk_ms * bytes_per_ms))
+    first: float | None = None
+    for i, off in enumerate(range(0, len(audio), chunk)):
+        due = started + settings.ttfb_ms / 1000
+        if first is not None:
+            due = first + (i * settings.chunk_ms / settings.speed / 1000 if settings.speed else 0)
+        wait = due - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        piece = audio[off : off + chunk]
+        if fault is not None and fault.drop_after_bytes is not None:
+            left = fault.drop_after_bytes - record.audio_bytes
+            if left <= 0:
+                record.dropped = True
+                return
+            piece = piece[:left]
+        if first is None:
+            first = time.monotonic()
+            record.first_byte_at.append(first)
+        record.audio_bytes += len(piece)
+        yield piece
 
 
 def _render(text: str, pitch_hz: float, linear16: bool, sample_rate: int) -> bytes:
@@ -332,11 +367,11 @@ class FakeDeepgram:
 
     # -- handshake
 
-    def _authorized(self, ws: WebSocket) -> bool:
-        header = ws.headers.get("authorization", "")
-        scheme, _, credential = header.partition(" ")
+    def _authorized(self, headers: Headers) -> bool:
+        """``Authorization: Token|Bearer <key>``, or the ``token, <key>`` subprotocol."""
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
         if scheme.lower() not in ("token", "bearer") or not credential.strip():
-            protocols = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+            protocols = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
             if len(protocols) == 2 and protocols[0] in ("token", "bearer"):
                 credential = protocols[1]
             else:
@@ -350,7 +385,7 @@ class FakeDeepgram:
     async def _handshake(
         self, ws: WebSocket, fault: ListenFault | SpeakFault | None, *, speak: bool
     ) -> bool:
-        if not self._authorized(ws):
+        if not self._authorized(ws.headers):
             await self._reject(ws, 401, "INVALID_AUTH", "Invalid credentials.")
             return False
         if fault is not None and fault.reject_status is not None:
@@ -393,10 +428,7 @@ class FakeDeepgram:
             body = {"err_code": code, "err_msg": message, "request_id": request_id}
             return JSONResponse(body, status_code=status, headers={"dg-request-id": request_id})
 
-        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("token", "bearer") or not credential.strip():
-            return refuse(401, "INVALID_AUTH", "Invalid credentials.")
-        if self.api_key is not None and credential.strip() != self.api_key:
+        if not self._authorized(request.headers):
             return refuse(401, "INVALID_AUTH", "Invalid credentials.")
         if fault is not None and fault.reject_status is not None:
             return refuse(fault.reject_status, "INJECTED", "Injected failure.")
@@ -417,33 +449,15 @@ class FakeDeepgram:
         audio = await self.render(text, linear16=linear16, sample_rate=rate)
         if container == "wav":
             audio = _wav_header(len(audio), linear16, rate) + audio
-        settings = self.speak_settings
         started = time.monotonic()
+        bytes_per_ms = rate / 1000 * (2 if linear16 else 1)
 
         async def body() -> AsyncIterator[bytes]:
-            chunk = max(1, int(settings.chunk_ms * rate / 1000 * (2 if linear16 else 1)))
-            first: float | None = None
-            for i, off in enumerate(range(0, len(audio), chunk)):
-                due = started + settings.ttfb_ms / 1000
-                if first is not None and settings.speed > 0:
-                    due = first + i * settings.chunk_ms / settings.speed / 1000
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                piece = audio[off : off + chunk]
-                if fault is not None and fault.drop_after_bytes is not None:
-                    left = fault.drop_after_bytes - record.audio_bytes
-                    if left <= 0:
-                        record.dropped = True
-                        if not abort_connection(request.scope):
-                            raise ConnectionAbortedError("injected drop")
-                        return
-                    piece = piece[:left]
-                if first is None:
-                    first = time.monotonic()
-                    record.first_byte_at.append(first)
-                record.audio_bytes += len(piece)
+            settings = self.speak_settings
+            async for piece in _paced(audio, started, settings, bytes_per_ms, record, fault):
                 yield piece
+            if record.dropped and not abort_connection(request.scope):
+                raise ConnectionAbortedError("injected drop")
 
         media = "audio/wav" if container == "wav" else ("audio/l16" if linear16 else "audio/basic")
         headers = {
@@ -946,31 +960,14 @@ class _SpeakSession:
                 )
                 continue
             started = time.monotonic()
-            first_sent: float | None = None
             audio = await self.render(text, linear16=self.linear16, sample_rate=self.rate)
             bytes_per_ms = self.rate / 1000 * (2 if self.linear16 else 1)
-            chunk = max(1, int(self.settings.chunk_ms * bytes_per_ms))
-            speed = self.settings.speed
-            for i, off in enumerate(range(0, len(audio), chunk)):
-                # First byte at ttfb after the Flush; then paced from when it actually left.
-                due = started + self.settings.ttfb_ms / 1000
-                if first_sent is not None:
-                    due = first_sent + (i * self.settings.chunk_ms / speed / 1000 if speed else 0)
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                piece = audio[off : off + chunk]
-                if fault is not None and fault.drop_after_bytes is not None:
-                    left = fault.drop_after_bytes - self.record.audio_bytes
-                    if left <= 0:
-                        self.dropped.set()
-                        return
-                    piece = piece[:left]
-                if i == 0:
-                    first_sent = time.monotonic()
-                    self.record.first_byte_at.append(first_sent)
+            record = self.record
+            async for piece in _paced(audio, started, self.settings, bytes_per_ms, record, fault):
                 await self._send(piece)
-                self.record.audio_bytes += len(piece)
+            if record.dropped:
+                self.dropped.set()
+                return
             await self._send(json.dumps({"type": "Flushed", "sequence_id": seq}))
 
     async def _restart_worker(self) -> None:
