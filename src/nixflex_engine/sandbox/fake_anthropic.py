@@ -286,16 +286,53 @@ def _transcript(body: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# A transcript line spoken by the other party ("Caller: …", "[1:05] Customer (…): …").
+_CALLER_LINE = re.compile(
+    r"^\s*(?:\[[^\]]*\]\s*)?(?:caller|user|customer|callee)\b[^:\n]{0,40}:(.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Sentiment enum spellings, by mood: the first one the schema offers is used.
+_MOODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "positive": ("positive", "happy", "satisfied"),
+        "neutral": ("neutral",),
+        "negative": ("negative", "frustrated", "angry", "unhappy"),
+    }
+)
+
+
+def _caller_text(transcript: str) -> str:
+    """The caller's lines when the transcript labels speakers, else the whole transcript (so
+    the agent's own "Great!" or "Goodbye!" does not decide the caller's mood)."""
+    said = [m.group(1) for m in _CALLER_LINE.finditer(transcript)]
+    return "\n".join(said) if said else transcript
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return True
+    return any(o.get("type") == "null" for k in ("anyOf", "oneOf") for o in schema.get(k) or [])
+
+
 def _value_for(name: str, schema: dict[str, Any], transcript: str, depth: int = 0) -> Any:
-    """A value conforming to ``schema`` (a JSON Schema subset), derived from ``transcript``."""
+    """A value conforming to ``schema`` (a JSON Schema subset), derived from ``transcript``.
+
+    A nullable string or number the conversation does not give (no email, no ``name is X``,
+    no number) is ``None``: like the prompt asks of the real model, nothing is invented."""
     for key in ("anyOf", "oneOf"):
         options = [o for o in schema.get(key) or [] if o.get("type") != "null"]
         if options:
-            return _value_for(name, options[0], transcript, depth)
+            option = dict(options[0])
+            kind = option.get("type")
+            if kind is not None and _nullable(schema) and not _nullable(option):
+                option["type"] = [*(kind if isinstance(kind, list) else [kind]), "null"]
+            return _value_for(name, option, transcript, depth)
     if "const" in schema:
         return schema["const"]
-    low = transcript.lower()
+    low = _caller_text(transcript).lower()
     kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if "enum" in schema:
@@ -306,8 +343,9 @@ def _value_for(name: str, schema: dict[str, Any], transcript: str, depth: int = 
                 mood = "positive"
             if re.search(r"\b(angry|annoyed|terrible|stop calling|not interested|awful)\b", low):
                 mood = "negative"
-            if mood in options:
-                return mood
+            for spelling in _MOODS[mood]:
+                if spelling in options:
+                    return spelling
         return options[0]
     if kind == "object" or "properties" in schema:
         props: dict[str, Any] = schema.get("properties") or {}
@@ -324,6 +362,12 @@ def _value_for(name: str, schema: dict[str, Any], transcript: str, depth: int = 
         ):
             return False
         return True
+    if kind in ("integer", "number") and _nullable(schema):
+        # Only a number the call ties to the field ("budget is 500"), else null.
+        said = _string_for(name, {}, transcript, nullable=True) or ""
+        if not re.fullmatch(r"\d+(\.\d+)?", said):
+            return None
+        return int(float(said)) if kind == "integer" else float(said)
     if kind in ("integer", "number"):
         found = re.search(r"\b\d+(\.\d+)?\b", transcript)
         value: float = float(found.group(0)) if found else float(schema.get("minimum", 0))
@@ -334,17 +378,28 @@ def _value_for(name: str, schema: dict[str, Any], transcript: str, depth: int = 
         return int(value) if kind == "integer" else value
     if kind == "null":
         return None
-    return _string_for(name, schema, transcript)
+    text = _string_for(name, schema, transcript, nullable=_nullable(schema))
+    if text is not None and ("number" in kinds or "integer" in kinds):
+        # A field that may be a number: "party size is 4" gives 4, not "4".
+        if re.fullmatch(r"\d+", text) or ("number" in kinds and re.fullmatch(r"\d+\.\d+", text)):
+            return int(text) if re.fullmatch(r"\d+", text) else float(text)
+    return text
 
 
-def _string_for(name: str, schema: dict[str, Any], transcript: str) -> str:
+def _string_for(
+    name: str, schema: dict[str, Any], transcript: str, *, nullable: bool = False
+) -> str | None:
     low_name = name.lower()
     fmt = schema.get("format")
     if fmt == "email" or "email" in low_name:
         found = re.search(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", transcript)
+        if found is None and nullable:
+            return None
         return found.group(0) if found else "unknown@example.com"
     if fmt == "date":
         found = re.search(r"\b\d{4}-\d{2}-\d{2}\b", transcript)
+        if found is None and nullable:
+            return None
         return found.group(0) if found else "1970-01-01"
     if "summary" in low_name:
         lines = [ln.strip() for ln in transcript.strip().splitlines() if ln.strip()]
@@ -356,11 +411,16 @@ def _string_for(name: str, schema: dict[str, Any], transcript: str) -> str:
     words = [w for w in re.split(r"[_\W]+", low_name) if w]
     if words:
         label = r"\b" + r"\s+".join(map(re.escape, words))
-        # "<name words> is X Y": the first word, then any Capitalised ones ("Bob Smith").
-        pattern = f"(?i:{label}\\s+(?:is|was|are|:)\\s+)" + r"([\w'@.+-]+(?:\s+[A-Z][\w'-]*)*)"
+        # "<name words> is X Y": the first word, then any Capitalised ones ("Bob Smith"; a word
+        # starting with a non-ASCII letter counts, for "Zoë Ångström").
+        pattern = (
+            f"(?i:{label}\\s+(?:is|was|are|:)\\s+)" + r"([\w'@.+-]+(?:\s+[^\W\d_a-z][\w'-]*)*)"
+        )
         found = re.search(pattern, transcript)
         if found:
             return found.group(1).strip().rstrip(".")
+    if nullable:
+        return None
     value = "unknown"
     min_len = int(schema.get("minLength", 0))
     return value + "." * max(0, min_len - len(value))
@@ -369,7 +429,9 @@ def _string_for(name: str, schema: dict[str, Any], transcript: str) -> str:
 def tool_input_for(tool: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     """The deterministic input of a forced ``tool``: every property of its ``input_schema``
     filled from the conversation (sentiment enums, booleans, numbers, ``name is X`` phrases,
-    a summary), always conforming to the schema's types, enums and bounds."""
+    a summary), always conforming to the schema's types, enums and bounds. Mood and success
+    follow the caller's lines when speakers are labelled (``Caller: …``); a nullable field the
+    conversation does not give is ``None``."""
     schema = tool.get("input_schema") or {"type": "object", "properties": {}}
     value = _value_for(str(tool.get("name", "")), schema, _transcript(body))
     return value if isinstance(value, dict) else {}
