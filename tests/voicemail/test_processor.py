@@ -388,3 +388,16 @@ async def test_a_caller_who_talks_on_gets_the_opener_after_opener_max_wait_ms() 
         await rig.send(InterimTranscriptFrame(text="so anyway", start_ms=300, end_ms=1800))
         await rig.at(1900 + 2100)  # no final came: flushed with the interim
         assert caller_lines(rig) == ["so anyway"] and rig.caller_frames() == []
+
+
+async def test_speech_begun_before_an_opener_on_silence_belongs_to_the_greeting() -> None:
+    async with Rig() as rig:
+        await rig.at(2550)  # 2.5 s of nothing: the opener
+        assert speaks(rig) == [(WELCOME, None)]
+        # The caller had started at 2450; the VAD confirms it 160 ms later.
+        await rig.say("Hello?", 2450, 2900)
+        assert rig.caller_frames() == []
+        assert caller_lines(rig) == ["Hello?"]
+        await rig.say("Who's calling?", 4500, 5400)
+        assert [f.text for f in rig.of(TranscriptFrame)] == ["Who's calling?"]
+        assert isinstance(rig.caller_frames()[0], UserStartedSpeakingFrame)

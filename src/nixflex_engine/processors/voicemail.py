@@ -49,10 +49,10 @@ happens to them next depends on the verdict:
 
 * **Person, with an opener** (``welcome_message`` set): the opener is pushed at once — or, if
   the caller is still talking when the verdict comes (an AMD "human" mid-sentence), when their
-  VAD segment ends (at the latest ``opener_max_wait_ms`` later). The speech heard before the
-  verdict, and the segment still going on then, is the *greeting*: its frames (including its
-  late final transcripts: those starting before the greeting's end) are never passed to turn
-  taking; its text goes downstream as one ``TranscriptEntryFrame(role="caller")`` once the
+  VAD segment ends (at the latest ``opener_max_wait_ms`` later). Speech that began before the
+  verdict (including the segment still going on then, and one the VAD confirms just after)
+  is the *greeting*: its frames (and its late final transcripts: those starting before the
+  greeting's end) are never passed to turn taking; its text goes downstream as one ``TranscriptEntryFrame(role="caller")`` once the
   STT has finalized it (at the latest ``greeting_flush_ms`` after the verdict, with the last
   interim text). Everything after it passes through: the conversation is on.
 * **No opener** (``welcome_message`` empty): the held frames are replayed to turn taking in
@@ -529,7 +529,14 @@ class VoicemailProcessor(FrameProcessor):
 
         A greeting frame is swallowed: kept for the transcript, never seen by turn taking.
         """
-        if self._opener_state == "released" or isinstance(frame, UserStartedSpeakingFrame):
+        if self._opener_state == "released":
+            return False
+        greeting_end = self._greeting_end_ms
+        if isinstance(frame, UserStartedSpeakingFrame):
+            # Speech the VAD confirms only now but that began before the verdict.
+            if greeting_end is not None and frame.start_ms < greeting_end:
+                self._greeting_open = True
+                return True
             return False
         if isinstance(frame, UserStoppedSpeakingFrame):
             if not self._greeting_open:
@@ -541,7 +548,6 @@ class VoicemailProcessor(FrameProcessor):
                 await self._flush_greeting()
             return True
         if isinstance(frame, InterimTranscriptFrame | TranscriptFrame):
-            greeting_end = self._greeting_end_ms
             inside = self._greeting_open or (
                 greeting_end is not None and frame.start_ms <= greeting_end
             )
@@ -685,8 +691,9 @@ class VoicemailProcessor(FrameProcessor):
             for frame in held:
                 await self._pass(frame)
             return
+        # Everything that began before the verdict is the greeting the opener answers.
         self._greeting_open = self._caller_speaking
-        self._greeting_end_ms = self._last_speech_end_ms
+        self._greeting_end_ms = _latest(self._last_speech_end_ms, self.now_ms())
         if self._greeting.pending:
             if self._greeting.settled and not self._greeting_open:
                 await self._flush_greeting()
