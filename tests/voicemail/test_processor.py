@@ -401,3 +401,30 @@ async def test_speech_begun_before_an_opener_on_silence_belongs_to_the_greeting(
         await rig.say("Who's calling?", 4500, 5400)
         assert [f.text for f in rig.of(TranscriptFrame)] == ["Who's calling?"]
         assert isinstance(rig.caller_frames()[0], UserStartedSpeakingFrame)
+
+
+async def test_a_beep_after_the_opener_overrides_a_bare_hi() -> None:
+    async with Rig(voicemail_action="hangup") as rig:
+        await rig.say("Hi!", 300, 700)
+        await rig.at(1300)
+        assert speaks(rig) == [(WELCOME, None)]
+        assert rig.vm.beep_running  # within the late window
+        await rig.silence_until(2500)
+        await rig.tone(1000, 400)
+        await rig.wait_for(lambda: rig.task.done)
+        last = rig.of(VoicemailResultFrame)[-1]
+        assert (last.voicemail_detected, last.method, last.late) == (True, "beep", True)
+        assert rig.kinds()[-2:] == ["InterruptionFrame", "EndCallFrame"]
+
+
+async def test_without_late_beep_detection_the_detector_stops_at_the_verdict() -> None:
+    async with Rig(voicemail_action="hangup", late_beep_detection=False) as rig:
+        await rig.say("Hi!", 300, 700)
+        await rig.at(1300)
+        assert speaks(rig) == [(WELCOME, None)]
+        await rig.silence_until(2500)
+        assert not rig.vm.beep_running
+        await rig.tone(1000, 400)
+        await rig.at(3200)
+        assert [r.voicemail_detected for r in rig.of(VoicemailResultFrame)] == [False]
+        assert not rig.task.done
