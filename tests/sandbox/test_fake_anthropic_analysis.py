@@ -112,3 +112,22 @@ def test_same_conversation_same_answer() -> None:
     assert first == tool_input_for(tool, body)
     assert first["extracted_data"] == {"name": "Zoë Ångström"}
     assert first["caller_sentiment"] == "happy"
+
+
+def test_summary_counts_and_quotes_speaker_lines_not_the_prompts_wrapping() -> None:
+    body = _body(
+        "The transcript of the call (3 lines):",
+        "<transcript>",
+        "[0:01] Agent: Hi, this is Alex.",
+        "[0:03] Caller: Hello.",
+        "[0:06] Agent (interrupted): Do you",
+        "</transcript>",
+    )
+    summary = tool_input_for(_tool(), body)["call_summary"]
+    assert (
+        summary
+        == 'A call of 3 transcript lines. It ended with: "[0:06] Agent (interrupted): Do you".'
+    )
+    # Without speaker labels, every line counts, as before.
+    plain = tool_input_for(_tool(), _body("hello there", "who is this"))["call_summary"]
+    assert plain == 'A call of 2 transcript lines. It ended with: "who is this".'

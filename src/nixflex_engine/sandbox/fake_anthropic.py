@@ -291,6 +291,11 @@ _CALLER_LINE = re.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:caller|user|customer|callee)\b[^:\n]{0,40}:(.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+# Any labelled transcript line ("Agent: …", "[1:05] Agent (interrupted): …").
+_SPEAKER_LINE = re.compile(
+    r"\s*(?:\[[^\]]*\]\s*)?(?:agent|assistant|caller|user|customer|callee)\b[^:\n]{0,40}:",
+    re.IGNORECASE,
+)
 # Sentiment enum spellings, by mood: the first one the schema offers is used.
 _MOODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -403,6 +408,8 @@ def _string_for(
         return found.group(0) if found else "1970-01-01"
     if "summary" in low_name:
         lines = [ln.strip() for ln in transcript.strip().splitlines() if ln.strip()]
+        # Speaker lines ("[0:05] Caller: …") when there are any, not a prompt's own wrapping.
+        lines = [ln for ln in lines if _SPEAKER_LINE.match(ln)] or lines
         last = lines[-1] if lines else ""
         return (
             f"A call of {len(lines)} transcript line{'s' if len(lines) != 1 else ''}. "
