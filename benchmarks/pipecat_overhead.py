@@ -131,13 +131,18 @@ class Running:
         self.task = asyncio.create_task(self.runner.run())
         await asyncio.wait_for(started.wait(), 30)
 
-    async def stop(self) -> None:
-        await self.worker.queue_frame(EndFrame())
+    async def stop(self, *, cancel: bool = False) -> None:
+        """End the worker: gracefully (``EndFrame``, after what is queued), or ``cancel``
+        at once, which is what a hung-up call does and what a chain that fell behind needs."""
+        if cancel:
+            await self.worker.cancel(reason="benchmark over")
+        else:
+            await self.worker.queue_frame(EndFrame())
         if self.task is not None:
             try:
-                await asyncio.wait_for(self.task, 10)
+                await asyncio.wait_for(asyncio.shield(self.task), 10)
             except TimeoutError:
-                await self.worker.cancel()
+                await self.worker.cancel(reason="end timed out")
                 await self.task
 
 
@@ -300,7 +305,8 @@ class PipecatCall:
             await self._run.worker.queue_frame(frame)
 
     async def stop(self) -> None:
-        await self._run.stop()
+        # Twilio's ``stop`` (caller hung up) cancels a Pipecat call, as it ends ours.
+        await self._run.stop(cancel=True)
 
 
 def caller_mulaw(audio_path: str | None) -> tuple[bytes, str]:
