@@ -55,6 +55,9 @@ class DialRequest:
     amd_enabled: bool = True
     record_call: bool = True
     max_call_duration_seconds: int = 300
+    #: The call's one-time media-stream token, sent as a ``<Parameter>``; ``None``: the
+    #: dialer generates one and returns it in :attr:`DialResult.stream_token`.
+    stream_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -63,6 +66,8 @@ class DialResult:
 
     call_sid: str
     status: str = "queued"
+    #: The stream token the dial used (the request's, or one the dialer generated).
+    stream_token: str | None = field(default=None, repr=False)
 
 
 class DialError(Exception):
