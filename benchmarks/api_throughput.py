@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -128,9 +129,10 @@ class Result:
 
 
 async def drive(
-    port: int, name: str, make: list[bytes], seconds: float, connections: int, expect: int
+    ports: list[int], name: str, make: list[bytes], seconds: float, connections: int, expect: int
 ) -> tuple[Result, list[bytes]]:
-    conns = [await Connection.open(port) for _ in range(connections)]
+    """``connections`` keep-alive connections, spread round-robin over the server ``ports``."""
+    conns = [await Connection.open(ports[i % len(ports)]) for i in range(connections)]
     latencies: list[float] = []
     bodies: list[bytes] = []
     errors = 0
@@ -175,7 +177,7 @@ async def prepare(database_url: str, key: str) -> tuple[str, str]:
             created.account_id, {**agent_defaults("claude-haiku-4-5"), "name": "bench"}
         )
         await repos.phone_numbers.create(
-            phone_number="+15005550001",
+            phone_number="+1500" + "".join(secrets.choice("0123456789") for _ in range(7)),
             account_id=created.account_id,
             agent_id=agent.agent_id,
             twilio_account_sid="AC" + "0" * 32,
@@ -187,9 +189,12 @@ async def prepare(database_url: str, key: str) -> tuple[str, str]:
         await db.dispose()
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def _cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
 
 
 def free_port() -> int:
@@ -216,11 +221,12 @@ async def wait_ready(port: int, proc: asyncio.subprocess.Process) -> None:
 
 
 async def run_backend(
-    label: str, database_url: str, seconds: float, connections: int
+    label: str, database_url: str, seconds: float, connections: int, servers: int
 ) -> list[Result]:
+    """Start ``servers`` engine processes on one database (nodes behind a load balancer)."""
     key = Fernet.generate_key().decode()
     auth, agent_id = await prepare(database_url, key)
-    port = free_port()
+    ports = [free_port() for _ in range(servers)]
     env = {
         **os.environ,
         "NIXFLEX_DATABASE_URL": database_url,
@@ -230,11 +236,17 @@ async def run_backend(
         "NIXFLEX_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT / "src"),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", str(port), env=env
-    )
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--serve", str(port), env=env
+        )
+        for port in ports
+    ]
+    if servers > 1:
+        label = f"{label} x{servers}"
     try:
-        await wait_ready(port, proc)
+        for port, proc in zip(ports, procs, strict=True):
+            await wait_ready(port, proc)
         post_body = json.dumps(
             {
                 "agent_id": agent_id,
@@ -245,24 +257,26 @@ async def run_backend(
         ).encode()
         post = build_request("POST", "/v1/calls/outbound", auth, post_body)
         # warm-up
-        await drive(port, "warmup", [post], 1.0, connections, 201)
-        server = psutil.Process(proc.pid)
+        await drive(ports, "warmup", [post], 1.0, connections, 201)
+        server = [psutil.Process(proc.pid) for proc in procs]
         cpu0 = _cpu(server)
         post_result, bodies = await drive(
-            port, f"{label} POST /v1/calls/outbound", [post], seconds, connections, 201
+            ports, f"{label} POST /v1/calls/outbound", [post], seconds, connections, 201
         )
         post_result.server_cpu_seconds = _cpu(server) - cpu0
         call_ids = [json.loads(b)["call_id"] for b in bodies[:1000]]
         gets = [build_request("GET", f"/v1/calls/{cid}", auth) for cid in call_ids]
         cpu0 = _cpu(server)
         get_result, _ = await drive(
-            port, f"{label} GET /v1/calls/{{id}}", gets, seconds, connections, 200
+            ports, f"{label} GET /v1/calls/{{id}}", gets, seconds, connections, 200
         )
         get_result.server_cpu_seconds = _cpu(server) - cpu0
         return [post_result, get_result]
     finally:
-        proc.terminate()
-        await proc.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await proc.wait()
 
 
 async def pg_database(base_url: str, name: str, drop: bool = False) -> str:
@@ -313,13 +327,16 @@ async def main_async(args: argparse.Namespace) -> None:
     if args.backend in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite+aiosqlite:///{tmp}/bench.db"
-            results += await run_backend("sqlite", url, args.seconds, args.connections)
+            results += await run_backend("sqlite", url, args.seconds, args.connections, 1)
     pg = args.pg_url or os.environ.get("NIXFLEX_TEST_PG_URL")
     if args.backend in ("postgres", "both") and pg:
         name = f"nixflex_bench_{os.getpid()}"
         url = await pg_database(pg, name)
         try:
-            results += await run_backend("postgres", url, args.seconds, args.connections)
+            for servers in sorted({1, args.pg_servers}):
+                results += await run_backend(
+                    "postgres", url, args.seconds, args.connections, servers
+                )
         finally:
             await pg_database(pg, name, drop=True)
     elif args.backend == "postgres":
@@ -338,6 +355,12 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument(
         "--pg-url", default=None, help="PostgreSQL admin URL (postgresql+asyncpg://...)."
+    )
+    parser.add_argument(
+        "--pg-servers",
+        type=int,
+        default=2,
+        help="Also run PostgreSQL with this many engine processes (nodes) sharing the database.",
     )
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
