@@ -224,3 +224,35 @@ def test_migrations_match_models_postgres() -> None:
         pytest.skip("NIXFLEX_TEST_PG_URL is not set")
     for url in pg_database(f"nixflex_migrate_{os.getpid()}"):
         asyncio.run(_check_fresh_migration(url))
+
+
+def test_two_processes_migrate_and_write_one_sqlite_file(tmp_path: Path) -> None:
+    """Concurrent start-ups and read-then-write transactions from two processes on one SQLite
+    file wait for each other instead of failing."""
+    import subprocess
+    import sys
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from nixflex_engine.store.db import Database, upgrade\n"
+        "from nixflex_engine.store.repositories import Repositories\n"
+        "async def main():\n"
+        "    db = Database(sys.argv[1])\n"
+        "    await upgrade(db)\n"
+        "    repos = Repositories.over(db)\n"
+        "    for i in range(30):\n"
+        "        a = await repos.accounts.create_with_key(name='p',"
+        " key_id=f'nxf_{sys.argv[2]}_{i}', secret_hash='0'*64, secret_encrypted='x')\n"
+        "        agent = await repos.agents.create(a.account_id, {'name': 'x'})\n"
+        "        assert await repos.agents.delete(agent.agent_id, a.account_id)\n"
+        "    await db.dispose()\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url, str(n)], stderr=subprocess.PIPE)
+        for n in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]

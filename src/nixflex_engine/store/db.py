@@ -13,9 +13,10 @@ Why functions: the cost of a database call from asyncio is the hops, not the SQL
 
 * **SQLite**: a sync ``pysqlite`` engine; each transaction is *one* hop to a worker thread —
   a single writer thread (SQLite allows one writer; queueing in-process is cheaper than
-  spinning on ``SQLITE_BUSY``, and it serialises read-modify-write transactions without
-  ``BEGIN IMMEDIATE``) and a small pool of reader threads (WAL lets reads run beside the
-  write). A busy timeout covers other processes. The event loop never blocks on SQLite.
+  spinning on ``SQLITE_BUSY``) whose transactions start with ``BEGIN IMMEDIATE`` (so other
+  processes' writers wait for each other through the busy timeout), and a small pool of
+  autocommit reader threads (WAL lets reads run beside the write). The event loop never
+  blocks on SQLite.
 * **PostgreSQL**: the asyncpg async engine; the function runs through ``run_sync`` (greenlet),
   so each statement is a native await. Transactions run concurrently under READ COMMITTED and
   correctness comes from the statements themselves (conditional UPDATEs, row locks).
@@ -187,8 +188,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
-    # Straight to the driver: a full SQLAlchemy execution costs more than the BEGIN itself.
-    conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+    # IMMEDIATE: take the write lock up front, so a transaction that reads before it writes
+    # waits (busy_timeout) for another *process's* writer instead of failing with
+    # SQLITE_BUSY when its snapshot turns stale. In-process, writes are already serialised by
+    # the single writer thread, so this costs nothing there. Straight to the driver: a full
+    # SQLAlchemy execution costs more than the BEGIN itself.
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def alembic_config() -> Config:
