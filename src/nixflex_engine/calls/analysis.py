@@ -48,6 +48,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, cast
 
 import anthropic
@@ -108,15 +109,17 @@ _PLACEHOLDERS: Final = frozenset(
 )
 _MAX_SUMMARY_CHARS: Final = 1_500
 _MAX_VALUE_CHARS: Final = 1_000
-_ENDED_BECAUSE: Final[Mapping[str, str]] = {
-    "agent_hangup": "the agent ended it",
-    "caller_hangup": "the caller hung up",
-    "silence_timeout": "the line stayed silent too long",
-    "max_duration": "it reached its maximum duration",
-    "voicemail": "it reached voicemail",
-    "error": "of a technical error",
-}
-_ROLE_LABELS: Final[Mapping[str, str]] = {"agent": "Agent", "caller": "Caller"}
+_ENDED_BECAUSE: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "agent_hangup": "the agent ended it",
+        "caller_hangup": "the caller hung up",
+        "silence_timeout": "the line stayed silent too long",
+        "max_duration": "it reached its maximum duration",
+        "voicemail": "it reached voicemail",
+        "error": "of a technical error",
+    }
+)
+_ROLE_LABELS: Final[Mapping[str, str]] = MappingProxyType({"agent": "Agent", "caller": "Caller"})
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[\u3002\uff01\uff1f]")
 _TRANSCRIPT_TAG = re.compile(r"</?\s*transcript\b[^>]*>", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -643,6 +646,8 @@ class AnalysisPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.bad_output_retries < 0 or self.deadline_s <= 0 or self.attempt_timeout_s <= 0:
             raise ValueError("bad_output_retries must be >= 0 and the timeouts positive")
+        if self.max_transcript_chars < 200:
+            raise ValueError("max_transcript_chars must be at least 200")
 
 
 _MAX_TOKENS_CAP: Final = 8_192
@@ -672,13 +677,61 @@ async def analyse_call(
     ``ended_reason`` and ``duration_seconds`` are stated to it as facts. ``client`` may be
     shared: its own retries are turned off for this request only.
     """
-    policy = policy or AnalysisPolicy()
+    try:
+        run = _prepare(
+            client,
+            model=model,
+            transcript=transcript,
+            extraction_schema=extraction_schema,
+            agent_prompt=agent_prompt,
+            call_purpose=call_purpose,
+            language=language,
+            ended_reason=ended_reason,
+            duration_seconds=duration_seconds,
+            call_id=call_id,
+            policy=policy or AnalysisPolicy(),
+            rng=rng or random.Random(),
+        )
+        if run is None:
+            log_event(_log, "analysis.skipped", call_id=call_id, reason="empty_transcript")
+            return None
+        return await run.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug must not lose the call: it completes without analysis
+        log_event(
+            _log,
+            "analysis.failed",
+            level=logging.ERROR,
+            call_id=call_id,
+            exc_info=exc,
+            reason="unexpected_error",
+            error=type(exc).__name__,
+        )
+        return None
+
+
+def _prepare(
+    client: anthropic.AsyncAnthropic,
+    *,
+    model: str,
+    transcript: Sequence[Mapping[str, Any]],
+    extraction_schema: Mapping[str, str] | None,
+    agent_prompt: str | None,
+    call_purpose: str | None,
+    language: str | None,
+    ended_reason: str | None,
+    duration_seconds: float | None,
+    call_id: str | None,
+    policy: AnalysisPolicy,
+    rng: random.Random,
+) -> _Run | None:
+    """The request of :func:`analyse_call`; ``None`` when nobody said anything."""
     schema = build_analysis_schema(extraction_schema)
     formatted = format_transcript(
         transcript, max_chars=policy.max_transcript_chars, max_line_chars=policy.max_line_chars
     )
     if formatted.lines == 0:
-        log_event(_log, "analysis.skipped", call_id=call_id, reason="empty_transcript")
         return None
     system, user = build_prompt(
         formatted,
@@ -690,7 +743,7 @@ async def analyse_call(
         duration_seconds=duration_seconds,
         max_context_chars=policy.max_context_chars,
     )
-    run = _Run(
+    return _Run(
         client=client.with_options(max_retries=0),
         model=model,
         system=system,
@@ -699,16 +752,9 @@ async def analyse_call(
         formatted=formatted,
         policy=policy,
         call_id=call_id,
-        rng=rng or random.Random(),
+        rng=rng,
         max_tokens=policy.max_tokens or min(_MAX_TOKENS_CAP, 700 + 80 * len(schema.fields)),
     )
-    try:
-        return await run.run()
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # a bug must not lose the call: it completes without analysis
-        run.fail("unexpected_error", level=logging.ERROR, error=type(exc).__name__, exc=exc)
-        return None
 
 
 @dataclass(slots=True)
@@ -851,22 +897,13 @@ class _Run:
             omitted_lines=self.formatted.omitted_lines,
         )
 
-    def fail(
-        self,
-        reason: str,
-        *,
-        level: int = logging.WARNING,
-        error: str | None = None,
-        exc: BaseException | None = None,
-    ) -> None:
+    def fail(self, reason: str, *, level: int = logging.WARNING) -> None:
         log_event(
             _log,
             "analysis.failed",
             level=level,
             call_id=self.call_id,
-            exc_info=exc,
             reason=reason,
-            error=error,
             attempts=self.attempts,
             elapsed_ms=self._elapsed_ms(),
             problems=self.problems[-10:] or None,
