@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
 from anthropic import AsyncAnthropic
 from hypothesis import given, settings
@@ -75,7 +76,8 @@ SCHEMA = {
 
 
 def test_tool_without_an_extraction_schema_asks_for_the_three_fields_only() -> None:
-    for empty in (None, {}):
+    empties: tuple[dict[str, str] | None, ...] = (None, {})
+    for empty in empties:
         tool = build_analysis_schema(empty).tool()
         schema: Any = tool["input_schema"]
         assert tool["name"] == TOOL_NAME
@@ -206,7 +208,8 @@ def test_a_bad_required_field_makes_the_answer_unusable(
 
 def test_missing_required_keys_and_non_objects_are_unusable() -> None:
     schema = build_analysis_schema(None)
-    for raw in ([], "summary", None, {}, {"call_summary": "Hi."}):
+    raws: tuple[object, ...] = ([], "summary", None, {}, {"call_summary": "Hi."})
+    for raw in raws:
         assert not schema.validate(raw).ok
 
 
@@ -815,3 +818,46 @@ async def test_a_malformed_transcript_is_logged_not_raised(
         "error": "AttributeError",
         "call_id": "CA-odd",
     }
+
+
+class _MidStreamErrorFirst:
+    """A client whose first request fails the way a mid-stream ``error`` event does: a plain
+    ``APIStatusError`` with status 200; later requests go to the fake."""
+
+    def __init__(self, real: AsyncAnthropic, error_type: str) -> None:
+        self.real = real
+        self.error_type = error_type
+        self.calls = 0
+        self.messages = self
+
+    def with_options(self, **_: Any) -> _MidStreamErrorFirst:
+        return self
+
+    async def create(self, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            body = {"type": "error", "error": {"type": self.error_type, "message": "x"}}
+            response = httpx2.Response(
+                200, request=httpx2.Request("POST", "http://127.0.0.1/v1/messages")
+            )
+            raise anthropic.APIStatusError("x", response=response, body=body)
+        return await self.real.messages.create(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("error_type", "retried"), [("overloaded_error", True), ("invalid_request_error", False)]
+)
+async def test_an_error_after_a_200_is_retried_by_its_type(
+    fake: Fake, error_type: str, retried: bool
+) -> None:
+    client = _MidStreamErrorFirst(fake.client(), error_type)
+    analysis = await analyse_call(
+        client,  # type: ignore[arg-type]
+        model=MODEL,
+        transcript=CALL,
+        policy=FAST,
+    )
+    assert (analysis is not None) is retried
+    assert client.calls == (2 if retried else 1)
+    if analysis is not None:
+        assert analysis.attempts == 2
