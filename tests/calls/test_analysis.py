@@ -28,12 +28,14 @@ from nixflex_engine.calls.analysis import (
     AnalysisPolicy,
     CallAnalysis,
     analyse_call,
+    analysis_client,
     build_analysis_schema,
     build_prompt,
     format_transcript,
     record_fields,
     should_analyse,
 )
+from nixflex_engine.config import Settings
 from nixflex_engine.sandbox.fake_anthropic import (
     AnthropicFault,
     AnthropicSettings,
@@ -861,3 +863,12 @@ async def test_an_error_after_a_200_is_retried_by_its_type(
     assert client.calls == (2 if retried else 1)
     if analysis is not None:
         assert analysis.attempts == 2
+
+
+async def test_a_client_from_the_engine_settings(fake: Fake) -> None:
+    settings = Settings(anthropic_api_key=KEY, anthropic_base_url=fake.url)
+    async with analysis_client(settings) as client:
+        assert client.max_retries == 0
+        analysis = await analyse_call(client, model=settings.llm_model, transcript=CALL)
+    assert analysis is not None
+    assert fake.anthropic.requests[0].headers["authorization"] == f"Bearer {KEY}"

@@ -52,8 +52,10 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, cast
 
 import anthropic
+import httpx2
 from anthropic.types import Message, ToolChoiceToolParam, ToolParam
 
+from nixflex_engine.config import Settings
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.processors.llm import anthropic_retry_hint, backoff_delay_ms
 
@@ -70,6 +72,7 @@ __all__ = [
     "ValidOutput",
     "Validation",
     "analyse_call",
+    "analysis_client",
     "build_analysis_schema",
     "build_prompt",
     "format_transcript",
@@ -651,6 +654,19 @@ class AnalysisPolicy:
 
 
 _MAX_TOKENS_CAP: Final = 8_192
+
+
+def analysis_client(
+    settings: Settings, *, connect_timeout_s: float = 5.0, read_timeout_s: float = 60.0
+) -> anthropic.AsyncAnthropic:
+    """A client for :func:`analyse_call` from the engine's settings (key, base URL), with the
+    SDK's retries off. Keep one per process and close it at shutdown."""
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+        timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+    )
 
 
 async def analyse_call(
