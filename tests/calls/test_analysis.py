@@ -194,6 +194,7 @@ def test_a_good_answer_is_kept_with_whitespace_tidied() -> None:
         ({"call_summary": None}, "call_summary"),
         ({"call_summary": "   \n "}, "call_summary"),
         ({"call_summary": 42}, "call_summary"),
+        ({"call_summary": " . "}, "call_summary"),
         ({"caller_sentiment": "angry"}, "caller_sentiment"),
         ({"caller_sentiment": None}, "caller_sentiment"),
         ({"call_successful": "true"}, "call_successful"),
@@ -244,6 +245,9 @@ def test_extra_keys_are_dropped_and_bad_extracted_values_become_null() -> None:
     ):
         assert fragment in text
     assert "Dana" not in text  # problems name fields, never values
+    long_key = "k" * 500
+    problems = build_analysis_schema(None).validate(_answer(**{long_key: 1})).problems
+    assert problems == ("k" * 39 + "…: unexpected, dropped", "extracted_data: unexpected, dropped")
 
 
 def test_placeholders_are_null_but_real_answers_are_kept() -> None:

@@ -304,7 +304,7 @@ class AnalysisSchema:
         fatal = False
         summary = raw.get("call_summary")
         summary_text = _clean(summary) if isinstance(summary, str) else ""
-        if not summary_text:
+        if not re.search(r"\w", summary_text):
             problems.append("call_summary: missing or empty")
             fatal = True
         sentiment = raw.get("caller_sentiment")
@@ -319,7 +319,7 @@ class AnalysisSchema:
         known = {"call_summary", "caller_sentiment", "call_successful"}
         if self.fields:
             known.add("extracted_data")
-        problems.extend(f"{key}: unexpected, dropped" for key in raw if key not in known)
+        problems.extend(f"{_name(key)}: unexpected, dropped" for key in raw if key not in known)
         extracted = self._extracted(raw.get("extracted_data"), problems)
         if fatal:
             return Validation(None, tuple(problems))
@@ -341,7 +341,7 @@ class AnalysisSchema:
             raw = {}
         by_key = {f.key: f for f in self.fields}
         problems.extend(
-            f"extracted_data.{key}: unexpected, dropped" for key in raw if key not in by_key
+            f"extracted_data.{_name(key)}: unexpected, dropped" for key in raw if key not in by_key
         )
         out: dict[str, ExtractedValue] = {}
         for f in self.fields:
@@ -381,6 +381,11 @@ def _property_key(name: str, index: int, taken: set[str]) -> str:
         suffix = f"_{n}"
         candidate = key[: 64 - len(suffix)] + suffix
     return candidate
+
+
+def _name(key: object) -> str:
+    """A key the model made up, short enough for a log line."""
+    return _clip(_clean(str(key)), 40)
 
 
 def _extracted_value(value: object) -> tuple[ExtractedValue, str | None]:
