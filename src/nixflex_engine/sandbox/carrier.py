@@ -602,7 +602,8 @@ class SandboxCarrier:
             self._event(call, "carrier_error", error=repr(exc))
             final = "failed"
         call.status = final
-        call.ended_at_s = self._now(call)
+        # the line went down when the carrier ended it, not when the socket finished closing
+        call.ended_at_s = call.ended_at_s if call.ended_at_s is not None else self._now(call)
         if final == "completed" and call.answered_at_s is not None:
             span = call.ended_at_s - call.answered_at_s
             call.duration_s = max(1, math.ceil(span - 1e-9)) if span > 0 else 0
@@ -781,6 +782,7 @@ class SandboxCarrier:
         while not run.done():
             if call._end_request is not None:
                 call.ended_by = call._end_request
+                call.ended_at_s = self._now(call)
                 self._event(call, "stop_stream", reason=call.ended_by)
                 callee.end_line("carrier_hangup")
                 return
@@ -788,6 +790,7 @@ class SandboxCarrier:
             due = [d for d in deadlines if d[0] <= elapsed]
             if due:
                 call.ended_by = due[0][1]
+                call.ended_at_s = self._now(call)
                 self._event(call, "stop_stream", reason=call.ended_by)
                 callee.end_line("callee_hangup" if call.ended_by == "callee" else "carrier_hangup")
                 return
