@@ -5,6 +5,7 @@
     nixflex-engine serve [--host H] [--port P]
     nixflex-engine keys create --name NAME [--max-concurrent-calls N] [--json]
     nixflex-engine db upgrade
+    nixflex-engine sandbox [--port P] [--scripts FILE] [--twilio-account SID:TOKEN] ...
 
 Subcommands are registered by the functions in :data:`SUBCOMMANDS`: each receives the
 ``argparse`` sub-parsers object, adds its parser(s) and sets ``handler`` — a function
@@ -134,9 +135,65 @@ def register_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     db_sub.add_parser("upgrade", help="Apply all migrations.").set_defaults(handler=_db_upgrade)
 
 
+# --- sandbox ------------------------------------------------------------------------------
+
+
+def _sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from nixflex_engine.sandbox.carrier import run_sandbox
+
+    bad = [item for item in args.map_url if "=" not in item]
+    if bad:
+        print(f"--map-url wants PUBLIC=LOCAL, got {bad[0]!r}", file=sys.stderr)
+        return 2
+    url_map = dict(item.split("=", 1) for item in args.map_url)
+    return run_sandbox(
+        host=args.host,
+        port=args.port,
+        speed=args.speed,
+        scripts_path=args.scripts,
+        accounts=args.twilio_account,
+        numbers=args.twilio_number,
+        url_map=url_map,
+    )
+
+
+def register_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sandbox",
+        help="Serve fake Twilio (a carrier that plays each call), Deepgram and Anthropic on "
+        "one port; point the engine's *_base_url settings at it.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
+    p.add_argument("--port", type=int, default=8099, help="Port to bind.")
+    p.add_argument("--speed", type=float, default=1.0, help="Carrier/line clock multiplier.")
+    p.add_argument("--scripts", default=None, help="JSON file of per-number call scripts.")
+    p.add_argument(
+        "--twilio-account",
+        action="append",
+        default=[],
+        metavar="SID:TOKEN",
+        help="A Twilio account the fake knows (repeatable; default: one generated, printed).",
+    )
+    p.add_argument(
+        "--twilio-number",
+        action="append",
+        default=[],
+        metavar="+E164",
+        help="A number owned by the first account (repeatable).",
+    )
+    p.add_argument(
+        "--map-url",
+        action="append",
+        default=[],
+        metavar="PUBLIC=LOCAL",
+        help="Send requests for a public URL prefix to a local one (repeatable).",
+    )
+    p.set_defaults(handler=_sandbox)
+
+
 # ------------------------------------------------------------------------------------------
 
-SUBCOMMANDS: tuple[Registrar, ...] = (register_serve, register_keys, register_db)
+SUBCOMMANDS: tuple[Registrar, ...] = (register_serve, register_keys, register_db, register_sandbox)
 
 
 def build_parser(registrars: Sequence[Registrar] = SUBCOMMANDS) -> argparse.ArgumentParser:

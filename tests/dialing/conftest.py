@@ -212,9 +212,7 @@ async def make_world() -> AsyncIterator[WorldFactory]:
             real_url = await stack.enter_async_context(serve_app(app))
             public = public_base_url or real_url
             if public_base_url:
-                carrier.url_map[public_base_url] = real_url
-                ws_public = "wss://" + public_base_url.split("://", 1)[1]
-                carrier.url_map[ws_public] = real_url.replace("http://", "ws://")
+                carrier.url_map[public_base_url] = real_url  # covers wss:// too
             engine.public_base_url = public
             stack.push_async_callback(carrier.aclose)  # first out: before the servers stop
             settings = Settings(public_base_url=public, twilio_api_base_url=carrier_url)

@@ -56,6 +56,7 @@ import json
 import logging
 import math
 import secrets
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -843,16 +844,19 @@ class SandboxCarrier:
     # --- requests to the engine -----------------------------------------------------------
 
     def _reachable(self, url: str, *, websocket: bool = False) -> str:
+        """Where to send a request for ``url``: ``url_map`` applied (its keys are http(s)
+        prefixes and also match the ws(s) form of the same host), and a websocket always as
+        plain ``ws://`` (the sandbox has no TLS)."""
+        parts = urlsplit(url)
+        http_scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
+        url = urlunsplit((http_scheme, *parts[1:]))
         for public, local in self.url_map.items():
             if url.startswith(public):
                 url = local + url[len(public) :]
                 break
-        parts = urlsplit(url)
         if websocket:
-            scheme = {"wss": "ws", "https": "ws", "http": "ws"}.get(parts.scheme, parts.scheme)
-        else:
-            scheme = parts.scheme
-        return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+            url = "ws://" + url.split("://", 1)[1]
+        return url
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -1050,7 +1054,11 @@ def run_sandbox(
 
     carrier = SandboxCarrier(speed=speed, url_map=url_map)
     if scripts_path:
-        carrier.load_scripts(json.loads(Path(scripts_path).read_text()))
+        try:
+            carrier.load_scripts(json.loads(Path(scripts_path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"cannot load call scripts from {scripts_path}: {exc}", file=sys.stderr)
+            return 2
     shown: list[dict[str, Any]] = []
     created = []
     for spec in accounts or [""]:
