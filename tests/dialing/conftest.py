@@ -130,12 +130,17 @@ class World:
 
 def engine_app(engine: EngineSide, *, public_ws_base_url: str, speed: float) -> Starlette:
     async def callback(request: Request) -> Response:
-        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         query = request.url.query
         public = engine.public_base_url + request.url.path + (f"?{query}" if query else "")
         signature = request.headers.get("x-twilio-signature")
+        if request.method == "GET":  # parameters in the query, signed as part of the URL
+            form = dict(parse_qsl(query, keep_blank_values=True))
+            signed: dict[str, str] = {}
+        else:
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            signed = form
         token = engine.auth_tokens.get(form.get("AccountSid", ""), "")
-        valid = bool(signature) and RequestValidator(token).validate(public, form, signature)
+        valid = bool(signature) and RequestValidator(token).validate(public, signed, signature)
         engine.callbacks.append(Received(request.url.path, public, form, signature, valid))
         return Response(status_code=204 if valid else 403)
 

@@ -7,8 +7,13 @@ import asyncio
 import json
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from nixflex_engine.calls.dialer import DialResult
@@ -22,7 +27,8 @@ from nixflex_engine.sandbox.carrier import (
     script_from_json,
     steps_from_json,
 )
-from nixflex_engine.sandbox.voicemail_scripts import get_script
+from nixflex_engine.sandbox.serve import serve_app
+from nixflex_engine.sandbox.voicemail_scripts import AmdOutcome, get_script
 
 from .conftest import GREETING, World, WorldFactory
 
@@ -367,3 +373,56 @@ def test_parse_twiml() -> None:
         parse_twiml("<Response><Connect>")
     with pytest.raises(ValueError):
         parse_twiml("<Other/>")
+
+
+async def test_url_twiml_sync_amd_and_get_callbacks(make_world: WorldFactory) -> None:
+    """A call made with ``Url`` (TwiML fetched, signed), synchronous ``MachineDetection=Enable``
+    (the TwiML waits for the verdict; a ``machine_end_*`` result reads ``machine_start``) and
+    ``StatusCallbackMethod=GET``."""
+    w: World = await make_world()
+    fetches: list[tuple[str, dict[str, str], bool]] = []
+    media = w.settings.public_ws_base_url + "/v1/twilio/media"
+    w.engine.expected_tokens.add("tok-url")
+
+    async def twiml(request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode()))
+        sig = request.headers.get("x-twilio-signature", "")
+        ok = RequestValidator(w.account.auth_token).validate(str(request.url), form, sig)
+        fetches.append((request.method, form, ok))
+        body = (
+            f'<Response><Connect><Stream url="{media}">'
+            '<Parameter name="token" value="tok-url"/></Stream></Connect></Response>'
+        )
+        return Response(body, media_type="application/xml")
+
+    amd = AmdOutcome("machine_end_beep", 3000, 3300.0)
+    w.carrier.set_script("+15550122013", CarrierScript.answer(TALK, ring_s=0.2, amd=amd))
+    async with serve_app(Starlette(routes=[Route("/twiml", twiml, methods=["POST"])])) as base:
+        client = w.dialer._client(w.credentials)
+        created = await client.calls.create_async(
+            to="+15550122013",
+            from_="+15550100000",
+            url=base + "/twiml",
+            machine_detection="Enable",
+            status_callback=w.settings.public_base_url + "/v1/twilio/status",
+            status_callback_method="GET",
+            status_callback_event=["initiated", "answered", "completed"],
+        )
+        call = await w.carrier.wait_ended(created.sid, 20)
+    assert [(m, ok) for m, _, ok in fetches] == [("POST", True)]
+    assert (
+        fetches[0][1]["CallSid"] == created.sid and fetches[0][1]["AnsweredBy"] == "machine_start"
+    )
+    names = call.event_names()
+    assert names.index("amd_decided") < names.index("stream_connecting")
+    stream_at = call.events[names.index("stream_connecting")].at_s
+    assert stream_at - (call.answered_at_s or 0) >= 3.0  # held for the detection time
+    assert call.amd_callbacks() == []  # synchronous: no AMD callback
+    # ringing was not asked for; GET callbacks verify over URL + query
+    assert call.statuses_sent() == ["initiated", "in-progress", "completed"]
+    assert all(cb.method == "GET" for cb in call.callbacks if cb.kind == "status")
+    received = [c for c in w.engine.callbacks if c.form.get("CallSid") == call.sid]
+    assert [c.form["CallStatus"] for c in received] == call.statuses_sent()
+    assert all(c.valid for c in received)
+    assert received[-1].form["AnsweredBy"] == "machine_start"
+    assert call.heard_text() == GREETING
