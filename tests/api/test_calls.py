@@ -157,6 +157,7 @@ async def test_list_filters_and_pagination(env: Env) -> None:
     assert await ids_for(f"since={future}") == []
     assert len(await ids_for(f"until={future}")) == 5
     assert len(await ids_for(f"since={past.replace('+', '%2B')}")) == 5
+    assert len(await ids_for(f"since={past}")) == 5  # an unencoded '+' (read as a space)
     for bad, code in (
         ("status=exploded", "invalid_request"),
         ("since=yesterday", "invalid_request"),

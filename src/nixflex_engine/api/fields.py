@@ -468,9 +468,13 @@ def _query_int(query: Mapping[str, str], name: str, default: int, low: int, high
 
 
 def parse_timestamp(name: str, raw: str) -> datetime:
-    """An ISO-8601 timestamp; without a zone it is taken as UTC."""
+    """An ISO-8601 timestamp; without a zone it is taken as UTC. A ``+hh:mm`` offset whose
+    ``+`` arrived unencoded in a query string (decoded as a space) is accepted too."""
+    text = raw.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    if " " in text and len(text) > 6 and text[-6] == " " and text[-3] == ":":
+        text = text[:-6] + "+" + text[-5:]
     try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        value = datetime.fromisoformat(text)
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
