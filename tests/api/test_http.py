@@ -296,3 +296,22 @@ async def test_rotation_across_nodes(sqlite_url: str, fake_twilio: Any, tmp_path
                 assert (await b.client.get("/v1/agents", headers=new_headers)).status_code == 200
                 # the new secret made b re-read the key: the old one now fails there too
                 assert_error(await b.client.get("/v1/agents", headers=old), 401, "invalid_api_key")
+
+
+async def test_healthz_503_when_the_database_is_down(fake_twilio: Any, tmp_path: Any) -> None:
+    settings = make_settings(
+        "postgresql+asyncpg://nobody:nothing@127.0.0.1:9/none", fake_twilio[1], tmp_path
+    )
+    app = create_app(settings, migrate=False)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        r = await c.get("/healthz")
+        assert_error(r, 503, "database_unavailable")
+        assert "nobody" not in r.text and "nothing" not in r.text
+        assert "nixflex_up 0.0" in (await c.get("/metrics")).text
+        r = await c.get("/v1/agents", headers={"Authorization": "Bearer nxf_x:nxfs_y"})
+        err = assert_error(r, 500, "internal_error")
+        assert "nothing" not in r.text and "asyncpg" not in r.text
+        assert err["type"] == "server_error"
