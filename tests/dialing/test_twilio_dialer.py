@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -333,3 +334,51 @@ def test_create_params_use_this_nodes_public_url() -> None:
     assert b["status_callback"] == "https://b.example/v1/twilio/status?ref=ref%2F1"
     assert _stream(a["twiml"])[0] == "wss://a.example/v1/twilio/media"
     assert _stream(b["twiml"])[0] == "wss://b.example/v1/twilio/media"
+
+
+async def test_hangup_falls_back_to_canceled_and_slow_carrier_times_out() -> None:
+    """A carrier answering 21220 to ``completed`` gets ``canceled``; one that does not answer
+    within ``request_timeout_s`` is unreachable."""
+    updates: list[str] = []
+
+    async def update(request: Request) -> JSONResponse:
+        status = parse_qs((await request.body()).decode())["Status"][0]
+        updates.append(status)
+        if status == "completed":
+            return JSONResponse(
+                {"code": 21220, "message": "Invalid call state for this operation", "status": 400},
+                status_code=400,
+            )
+        return JSONResponse({"sid": request.path_params["sid"], "status": "canceled"})
+
+    async def slow(request: Request) -> JSONResponse:
+        await asyncio.sleep(5)
+        return JSONResponse({}, status_code=201)
+
+    app = Starlette(
+        routes=[
+            Route("/2010-04-01/Accounts/{ac}/Calls/{sid}.json", update, methods=["POST"]),
+            Route("/2010-04-01/Accounts/{ac}/Calls.json", slow, methods=["POST"]),
+        ]
+    )
+    creds = TwilioCredentials("AC" + "6" * 32, "t")
+    async with serve_app(app) as base:
+        dialer = TwilioDialer(
+            Settings(public_base_url="https://n.example", twilio_api_base_url=base),
+            request_timeout_s=0.3,
+        )
+        try:
+            await dialer.hangup("CA" + "7" * 32, creds)
+            assert updates == ["completed", "canceled"]
+            with pytest.raises(DialError) as caught:
+                await dialer.hangup("CA" + "7" * 32, creds, status="completed")
+            assert caught.value.code == 21220 and caught.value.status == 400
+            with pytest.raises(DialError) as slow_dial:
+                await dialer.dial(DialRequest("r", "a", "g", "+15550111126", FROM, creds))
+            assert slow_dial.value.as_details() == {
+                "code": None,
+                "message": "carrier unreachable",
+                "status": None,
+            }
+        finally:
+            await dialer.aclose()
