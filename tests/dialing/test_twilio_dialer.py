@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -382,3 +383,27 @@ async def test_hangup_falls_back_to_canceled_and_slow_carrier_times_out() -> Non
             }
         finally:
             await dialer.aclose()
+
+
+async def test_logs_carry_no_secrets_and_no_sdk_chatter(
+    make_world: WorldFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    w: World = await make_world()
+    w.carrier.default_script = CarrierScript.busy()
+    caplog.set_level(logging.INFO)
+    await w.dialer.dial(w.request("+15550111127", stream_token="secret-stream-token"))
+    messages = [(r.name, r.getMessage(), str(getattr(r, "fields", ""))) for r in caplog.records]
+    assert ("nixflex_engine.calls.twilio_dialer", "twilio.dialed") in [m[:2] for m in messages]
+    assert not any("Twilio API Request" in m for _, m, _ in messages)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)  # the SDK's own request lines appear, still without secrets
+    await w.dialer.dial(w.request("+15550111128", stream_token="secret-stream-token"))
+    text = "\n".join(
+        f"{m} {f}"
+        for _, m, f in (
+            (r.name, r.getMessage(), str(getattr(r, "fields", ""))) for r in caplog.records
+        )
+    )
+    assert "Twilio API Request" in text
+    assert "secret-stream-token" not in text
+    assert w.account.auth_token not in text

@@ -82,6 +82,7 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+_sdk_log = get_logger(__name__ + ".sdk")
 
 #: The engine's carrier-facing paths (served by ``nixflex_engine.api.twilio``).
 STATUS_PATH: Final = "/v1/twilio/status"
@@ -132,20 +133,29 @@ def carrier_error(exc: TwilioException) -> DialError:
     return DialError(None, str(exc) or type(exc).__name__, None)
 
 
-class _RedirectingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
-    """The SDK's aiohttp client, sending every request to ``base`` (same path and query)."""
+class _SdkHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's aiohttp client with two changes: with ``base``, every request goes to it
+    (same path and query: recipe B of §5.1); and the SDK's per-request INFO lines (about ten
+    a request) are only written when this module's logger is at DEBUG."""
 
-    def __init__(self, base: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        parts = urlsplit(base)
-        self._scheme = parts.scheme
-        self._netloc = parts.netloc
-        self._prefix = parts.path.rstrip("/")
+    def __init__(self, base: str | None) -> None:
+        super().__init__(logger=_sdk_log)
+        self._base = urlsplit(base) if base else None
 
     async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        p = urlsplit(url)
-        url = urlunsplit((self._scheme, self._netloc, self._prefix + p.path, p.query, ""))
+        if self._base is not None:
+            p = urlsplit(url)
+            b = self._base
+            url = urlunsplit((b.scheme, b.netloc, b.path.rstrip("/") + p.path, p.query, ""))
         return await super().request(method, url, *args, **kwargs)
+
+    def log_request(self, kwargs: dict[str, Any]) -> None:
+        if _sdk_log.isEnabledFor(logging.DEBUG):
+            super().log_request(kwargs)
+
+    def log_response(self, status_code: int, response: Any) -> None:
+        if _sdk_log.isEnabledFor(logging.DEBUG):
+            super().log_response(status_code, response)
 
 
 class TwilioDialer:
@@ -320,12 +330,11 @@ class TwilioDialer:
             if token == credentials.auth_token:
                 return client
             self._retired.append(client)  # in-flight requests may still use it
-        http_client: AsyncTwilioHttpClient = (
-            _RedirectingHttpClient(self._api_base_url)
-            if self._api_base_url
-            else AsyncTwilioHttpClient()
+        client = Client(
+            credentials.account_sid,
+            credentials.auth_token,
+            http_client=_SdkHttpClient(self._api_base_url),
         )
-        client = Client(credentials.account_sid, credentials.auth_token, http_client=http_client)
         self._clients[credentials.account_sid] = (credentials.auth_token, client)
         return client
 
