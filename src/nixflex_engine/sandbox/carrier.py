@@ -13,11 +13,17 @@ created, runs the call in a background task as Twilio would:
    the URL as written in the TwiML; the ``<Parameter>``s become ``customParameters``) and plays
    the number's callee script;
 4. with ``MachineDetection`` and ``AsyncAmd=true``, the async AMD callback (``AnsweredBy``,
-   ``MachineDetectionDuration``) is posted ``amd.callback_ms`` after the stream started;
+   ``MachineDetectionDuration``) is posted ``amd.callback_ms`` after the stream started
+   (``Enable`` reports ``machine_start`` for a ``machine_end_*`` result); without
+   ``AsyncAmd``, detection holds the TwiML for ``MachineDetectionDuration`` and ``AnsweredBy``
+   goes in the TwiML request and later status callbacks instead;
 5. the call ends when the callee hangs up (its script, or the script's ``hangup_after_s``), when
-   the stream ends (the engine closed the socket: no TwiML follows, so Twilio hangs up), when
-   the engine hangs up through REST (``Status=completed``: the callee gets ``stop``), or at
-   ``TimeLimit``; then ``completed`` with ``CallDuration``.
+   the stream ends (the engine closed the socket, or refused it: no TwiML follows, so Twilio
+   hangs up), when the engine hangs up through REST (``Status=completed``: the callee gets
+   ``stop``), or at ``TimeLimit`` (counted from the answer); then ``completed`` with
+   ``CallDuration`` (seconds from the answer to the moment the line went down, rounded up).
+   A REST ``completed`` or ``canceled`` before the answer ends the call as ``canceled``;
+   ``canceled`` on an answered call changes nothing (as Twilio documents).
 
 Status callbacks go to ``StatusCallback`` for the events in ``StatusCallbackEvent``
 (``initiated``/``ringing``/``answered``; the final status is always sent), form-encoded
@@ -33,7 +39,7 @@ Per-number scripts (:class:`CarrierScript`) live in :attr:`SandboxCarrier.script
 
     {"default": {"outcome": "answer", "ring_s": 1},
      "+15550001111": {"outcome": "busy"},
-     "+15550002222": {"outcome": "answer", "voicemail": "en_personal_beep"},
+     "+15550002222": {"outcome": "answer", "voicemail": "en_personal_beep_short"},
      "+15550003333": {"outcome": "answer", "ring_s": 2, "hangup_after_s": 4,
                       "callee": [{"silence": 300}, {"say": "Hello?"}, "until_agent_silent",
                                  {"say": "Not now, thanks."}, "hangup"]}}
@@ -44,8 +50,12 @@ with its parameters and the HTTP status it got, and the callee's result (what it
 faster, for tests; durations reported to the engine stay in line seconds.
 
 :func:`carrier_routes` gives the Starlette routes (the REST API with the carrier's
-``Calls/{CA}.json`` update in front); ``nixflex-engine sandbox`` serves them with the fake
-Deepgram and Anthropic on one port (:func:`run_sandbox`).
+``Calls/{CA}.json`` update in front); mount them with the other fakes as
+``build_sandbox_app(extra_routes=carrier_routes(carrier))`` (do not also pass
+``twilio_state``: its update route would shadow the carrier's). ``nixflex-engine sandbox``
+serves exactly that on one port (:func:`run_sandbox`). ``url_map`` sends requests for a public
+URL (a tunnel or proxy in front of the engine) to where the engine really listens, while the
+signatures still cover the public URL, as Twilio's do.
 """
 
 from __future__ import annotations
