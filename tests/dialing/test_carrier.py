@@ -110,6 +110,10 @@ async def test_answered_call_plays_to_the_engine_and_hangs_up(make_world: WorldF
     assert w.carrier.twilio.calls[call.sid].answered_by == "human"
     names = call.event_names()
     assert names.index("answered") < names.index("stream_connecting") < names.index("ended")
+    log = json.loads(json.dumps(call.as_json()))
+    assert log["stream"]["parameters"] == {"call_ref": "r1", "token": "***"}
+    assert "tok-+15550122001" not in json.dumps(log)
+    assert log["callee"]["heard_text"] == GREETING and log["ended_by"] == "callee"
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,26 @@ async def test_sandbox_command_serves_the_carrier_and_the_fakes(tmp_path: Path) 
                 await asyncio.sleep(0.01)
         assert engine.statuses(result.call_sid) == ["initiated", "busy"]
         assert all(c.valid for c in engine.callbacks)
+        async with httpx.AsyncClient() as http:
+            # scripts can be set over HTTP too; the per-call log is readable
+            put = await http.put(
+                f"{base}/sandbox/carrier/scripts/default", json={"outcome": "sometimes"}
+            )
+            assert put.status_code == 400
+            put = await http.put(
+                f"{base}/sandbox/carrier/scripts/+15550144002", json={"outcome": "failed"}
+            )
+            assert put.json() == {"number": "+15550144002", "script": "failed"}
+            log = await http.get(f"{base}/sandbox/carrier/calls/{result.call_sid}")
+            assert log.status_code == 200
+            body = log.json()
+            assert body["status"] == "busy" and body["done"] is True
+            assert [c["params"]["CallStatus"] for c in body["callbacks"]] == ["initiated", "busy"]
+            assert [c["http_status"] for c in body["callbacks"]] == [204, 204]
+            listed = (await http.get(f"{base}/sandbox/carrier/calls")).json()["calls"]
+            assert [c["sid"] for c in listed] == [result.call_sid]
+            missing = await http.get(f"{base}/sandbox/carrier/calls/CA0")
+            assert missing.status_code == 404
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)

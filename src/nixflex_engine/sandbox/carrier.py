@@ -440,6 +440,61 @@ class CarrierCall:
         """What the callee heard the agent say (empty if the call never connected)."""
         return self.callee.heard_text() if self.callee is not None else ""
 
+    def as_json(self) -> dict[str, Any]:
+        """The log as JSON (``GET /sandbox/carrier/calls/{sid}``); the stream token is
+        masked."""
+        callee = self.callee
+        stream = None
+        if self.stream is not None:
+            stream = {
+                "url": self.stream.url,
+                "parameters": {
+                    k: ("***" if "token" in k.lower() else v)
+                    for k, v in self.stream.parameters.items()
+                },
+            }
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "to": self.to,
+            "from": self.from_,
+            "script": self.script.name,
+            "status": self.status,
+            "done": self.done,
+            "answered_by": self.answered_by,
+            "answered_at_s": self.answered_at_s,
+            "ended_at_s": self.ended_at_s,
+            "duration_s": self.duration_s,
+            "ended_by": self.ended_by,
+            "events": [{"at_s": e.at_s, "event": e.event, **e.detail} for e in self.events],
+            "callbacks": [
+                {
+                    "kind": c.kind,
+                    "at_s": round(c.at_s, 3),
+                    "method": c.method,
+                    "url": c.url,
+                    "params": c.params,
+                    "http_status": c.http_status,
+                    "error": c.error,
+                }
+                for c in self.callbacks
+            ],
+            "stream": stream,
+            "callee": None
+            if callee is None
+            else {
+                "ended_by": callee.ended_by,
+                "close_code": callee.close_code,
+                "handshake_status": callee.handshake_status,
+                "frames_sent": callee.frames_sent,
+                "media_received": callee.media_received,
+                "heard_ms": callee.heard_ms,
+                "heard_text": callee.heard_text(),
+                "protocol_violations": callee.protocol_violations,
+                "script_errors": callee.script_errors,
+            },
+        }
+
 
 class _CarrierCallee(SandboxCallee):
     """The callee, plus what only the carrier can do to it: end the line (``stop``)."""
@@ -1015,8 +1070,10 @@ def _number(text: str, default: float) -> float:
 
 
 def carrier_routes(carrier: SandboxCarrier) -> list[BaseRoute]:
-    """The carrier's REST routes: the fake Twilio API, with ``POST …/Calls/{CA}.json``
-    handled by the carrier (a ``Status`` update ends the call it is playing)."""
+    """The carrier's routes: the fake Twilio API, with ``POST …/Calls/{CA}.json`` handled by
+    the carrier (a ``Status`` update ends the call it is playing); and, for tests and the
+    demo, ``GET /sandbox/carrier/calls[/{sid}]`` (the per-call logs as JSON) and
+    ``PUT /sandbox/carrier/scripts/{number|default}`` (a script in its JSON form)."""
     state = carrier.twilio
 
     async def update_call(request: Request) -> Response:
@@ -1037,8 +1094,43 @@ def carrier_routes(carrier: SandboxCarrier) -> list[BaseRoute]:
             carrier.request_end(fake.sid, status)
         return JSONResponse(fake.as_json())
 
+    async def list_calls(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "calls": [
+                    {k: v for k, v in c.as_json().items() if k not in ("events", "callbacks")}
+                    for c in carrier.calls.values()
+                ]
+            }
+        )
+
+    async def get_call(request: Request) -> Response:
+        call = carrier.calls.get(request.path_params["call_sid"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(call.as_json())
+
+    async def put_script(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            script = script_from_json(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        number = request.path_params["number"]
+        if number == "default":
+            carrier.default_script = script
+        else:
+            carrier.set_script(number, script)
+        return JSONResponse({"number": number, "script": script.name})
+
     path = f"{API}/Accounts/{{account_sid}}/Calls/{{call_sid}}.json"
-    return [Route(path, update_call, methods=["POST"]), *twilio_routes(state)]
+    return [
+        Route(path, update_call, methods=["POST"]),
+        *twilio_routes(state),
+        Route("/sandbox/carrier/calls", list_calls, methods=["GET"]),
+        Route("/sandbox/carrier/calls/{call_sid}", get_call, methods=["GET"]),
+        Route("/sandbox/carrier/scripts/{number}", put_script, methods=["PUT"]),
+    ]
 
 
 # --- the one-command sandbox --------------------------------------------------------------
