@@ -169,8 +169,9 @@ def test_stop_ms_trims_webrtcvads_hangover_but_keeps_soft_endings() -> None:
         assert [type(e) for e in events] == [SpeechStarted, SpeechStopped]
         return events[1]
 
-    # loud speech, then 3 frames webrtcvad still calls speech at -40 dB: trimmed
-    assert stop_of((3000,) * 6 + (30,) * 3) == SpeechStopped(0, 120, 280)
+    # loud speech, then 3 frames webrtcvad still calls speech at -40 dB: trimmed, and they
+    # count towards stop_silence_ms, so the stop is confirmed 100 ms after the voice ended
+    assert stop_of((3000,) * 6 + (30,) * 3) == SpeechStopped(0, 120, 220)
     # a soft ending 20 dB down is speech: kept
     assert stop_of((3000,) * 6 + (300,) * 3) == SpeechStopped(0, 180, 280)
     # the confirming frames alone are never trimmed away

@@ -36,14 +36,16 @@ Defaults, for 8 kHz phone audio:
   of "speech"), and webrtcvad's start-up transient (it calls the first 80-100 ms of any
   non-silent input speech while its noise model adapts). A cough (~250 ms) is speech.
 - ``stop_silence_ms=300`` — webrtcvad itself keeps answering "speech" for up to ~100 ms
-  after a voice stops (its hangover, in modes 2-3 at 20 ms frames), so the stop is
-  confirmed after ≈400 ms of real silence. Pauses inside an utterance (stop-consonant
-  closures, hesitations, breaths) are mostly shorter, so this rarely splits a sentence,
-  and it lets the STT finalize early. It is a cue, not the end of the turn: turn taking
+  after a voice stops (its hangover, in modes 2-3 at 20 ms frames); those frames count as
+  silence when they are 25 dB quieter than the voice (below), so the stop is confirmed
+  300 ms after the voice ended, not ≈400 ms (up to ~100 ms later on a line too noisy for
+  that). Pauses inside an utterance (stop-consonant closures, hesitations, breaths) are
+  mostly shorter, so this rarely splits a sentence, and it lets the STT finalize early. It is a cue, not the end of the turn: turn taking
   adds its own judgement (transcripts) on top.
 
 ``stop_ms`` is trimmed back over that hangover: trailing speech frames 25 dB quieter than
-the loudest of the last ten are taken for silence (computed only when a segment stops). A
+the loudest of the last ten are taken for silence, both for ``stop_ms`` and, as they arrive,
+for the ``stop_silence_ms`` count (one dot product per frame while speaking). A
 soft ending (a fricative, 20 dB down) is kept; on a line noisier than ~25 dB below the
 voice nothing is trimmed and ``stop_ms`` is up to ~100 ms late.
 
@@ -187,7 +189,7 @@ class VoiceActivityDetector:
         self._silence_ms = 0.0  # non-speech since the last speech frame (speaking)
         self._segment_start_ms = 0.0
         self._last_speech_end_ms = 0.0
-        self._tail: deque[tuple[float, bytes]] = deque(maxlen=_TAIL_FRAMES)
+        self._tail: deque[tuple[float, bytes, float]] = deque(maxlen=_TAIL_FRAMES)
         #: 20 ms frames given to webrtcvad so far.
         self.frames_analysed = 0
         #: Input chunks ignored because their audio lies in the past (duplicates, late).
@@ -259,10 +261,17 @@ class VoiceActivityDetector:
         dur = self._frame_ms
         if self._speaking:
             if speech:
-                self._silence_ms = 0.0
+                power = _power(pcm)
+                tail = self._tail
+                loudest = max(p for _, _, p in tail) if tail else 0.0
                 self._last_speech_end_ms = t + dur
-                self._tail.append((t + dur, pcm))
-                return _NO_EVENTS
+                tail.append((t + dur, pcm, power))
+                if power >= loudest * _TRIM_POWER_RATIO:
+                    self._silence_ms = 0.0
+                    return _NO_EVENTS
+                # webrtcvad's hangover (25 dB below the voice): already silence, so it counts
+                # towards the stop, and the stop is confirmed stop_silence_ms after the voice
+                # ended, not after the hangover (which _speech_end_ms trims the same way).
             self._silence_ms += dur
             if self._silence_ms >= self.stop_silence_ms:
                 self._speaking = False
@@ -283,7 +292,7 @@ class VoiceActivityDetector:
             self._run_start_ms = None
             self._run_ms = 0.0
             self._tail.clear()
-            self._tail.append((t + dur, pcm))
+            self._tail.append((t + dur, pcm, _power(pcm)))
             return (SpeechStarted(self._segment_start_ms, t + dur),)
         return _NO_EVENTS
 
@@ -318,10 +327,7 @@ class VoiceActivityDetector:
         tail = self._tail
         if len(tail) < 2:
             return self._last_speech_end_ms
-        powers = [
-            float(np.dot(a, a))
-            for a in (np.frombuffer(p, dtype="<i2").astype(np.float64) for _, p in tail)
-        ]
+        powers = [p for _, _, p in tail]
         floor = max(powers) * _TRIM_POWER_RATIO
         i = len(powers) - 1
         while i > 0 and powers[i] < floor:
@@ -417,6 +423,12 @@ class VADProcessor(FrameProcessor):
                     ),
                     DOWNSTREAM,
                 )
+
+
+def _power(pcm: bytes) -> float:
+    """Energy of a PCM16 frame (sum of squares)."""
+    a = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    return float(np.dot(a, a))
 
 
 def _unset_clock() -> float:
