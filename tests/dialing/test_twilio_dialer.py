@@ -407,3 +407,16 @@ async def test_logs_carry_no_secrets_and_no_sdk_chatter(
     assert "Twilio API Request" in text
     assert "secret-stream-token" not in text
     assert w.account.auth_token not in text
+
+
+async def test_call_status_for_reconciliation(make_world: WorldFactory) -> None:
+    w: World = await make_world()
+    w.carrier.set_script("+15550111129", CarrierScript.busy())
+    result = await w.dialer.dial(w.request("+15550111129"))
+    await w.carrier.wait_ended(result.call_sid, 10)
+    status = await w.dialer.call_status(result.call_sid, w.credentials)
+    assert status is not None and status.status == "busy"
+    assert await w.dialer.call_status("CA" + "8" * 32, w.credentials) is None
+    with pytest.raises(DialError) as caught:
+        await w.dialer.call_status(result.call_sid, TwilioCredentials(w.account.sid, "bad"))
+    assert caught.value.code == 20003

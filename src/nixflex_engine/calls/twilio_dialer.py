@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -73,9 +74,11 @@ __all__ = [
     "CALL_REF_PARAMETER",
     "MAX_TWIML_CHARS",
     "MEDIA_PATH",
+    "REF_QUERY",
     "STATUS_CALLBACK_EVENTS",
     "STATUS_PATH",
     "TOKEN_PARAMETER",
+    "CarrierCallStatus",
     "TwilioDialer",
     "build_twiml",
     "carrier_error",
@@ -156,6 +159,17 @@ class _SdkHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
     def log_response(self, status_code: int, response: Any) -> None:
         if _sdk_log.isEnabledFor(logging.DEBUG):
             super().log_response(status_code, response)
+
+
+@dataclass(slots=True, frozen=True)
+class CarrierCallStatus:
+    """A call as the carrier reports it: ``status`` (``queued`` … ``completed``, ``busy``,
+    ``no-answer``, ``failed``, ``canceled``), ``duration_seconds`` once over, ``answered_by``
+    when AMD ran."""
+
+    status: str
+    duration_seconds: int | None = None
+    answered_by: str | None = None
 
 
 class TwilioDialer:
@@ -318,6 +332,29 @@ class TwilioDialer:
                 raise DialError(None, "carrier unreachable", None) from exc
             log_event(_log, "twilio.hung_up", call_id=call_sid, status=attempt)
             return
+
+    async def call_status(
+        self, call_sid: str, credentials: TwilioCredentials
+    ) -> CarrierCallStatus | None:
+        """The call as Twilio has it now (``None``: Twilio does not know it, 20404) — for
+        reconciling calls a crash left open. Raises :class:`DialError` like :meth:`dial`."""
+        client = self._client(credentials)
+        try:
+            async with asyncio.timeout(self._request_timeout_s):
+                call = await client.calls(call_sid).fetch_async()
+        except TwilioException as exc:
+            error = carrier_error(exc)
+            if error.code == _ALREADY_GONE:
+                return None
+            raise error from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise DialError(None, "carrier unreachable", None) from exc
+        duration = str(call.duration) if call.duration not in (None, "") else None
+        return CarrierCallStatus(
+            status=str(call.status),
+            duration_seconds=int(duration) if duration and duration.isdigit() else None,
+            answered_by=str(call.answered_by) if call.answered_by else None,
+        )
 
     # --- clients ------------------------------------------------------------------------
 
