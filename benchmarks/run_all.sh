@@ -8,14 +8,19 @@
 #                    var/bench-quick/ instead of benchmarks/results/)
 #   --only NAMES     run only these benchmarks (file names without .py; "pipecat_overhead"
 #                    names Pipecat's side)
-#   --skip-pipecat   do not create or use .venv-pipecat (no comparison)
+#   --skip-pipecat   do not create .venv-pipecat nor run pipecat_overhead.py (no comparison;
+#                    other benchmarks with a Pipecat side take their own flag for that, e.g.
+#                    BENCH_ARGS_TURN_LATENCY=--no-pipecat)
 #   --list           print what would run, with the flags each gets, and exit
 #
 # Every benchmarks/*.py that has a main() or an `if __name__ == "__main__":` block runs in turn
-# (files starting with "_" are helpers). A benchmark that needs extra setup or flags gets them
-# from an environment variable named after it, e.g.
+# (files starting with "_" are helpers). pipecat_*.py files are Pipecat's side and run only in
+# .venv-pipecat: pipecat_overhead.py is run here, the others are started by the benchmark they
+# belong to (turn_latency.py starts pipecat_turn_latency.py). .venv-pipecat is set up first,
+# with the extras every Pipecat-side file needs. A benchmark that needs extra setup or flags
+# gets them from an environment variable named after it, e.g.
 #
-#   BENCH_ARGS_TURN_LATENCY="--deepgram-url ws://127.0.0.1:9000" make bench
+#   BENCH_ARGS_TURN_LATENCY="--no-pipecat --concurrency 1" make bench
 #
 # One failing benchmark never stops the others: each one's output is kept in var/bench-logs/,
 # a summary is printed at the end, and the exit status is 1 if any of them failed.
@@ -27,7 +32,10 @@ ROOT=$(pwd)
 export PYTHONUNBUFFERED=1  # progress shows as it happens through tee
 PY="$ROOT/.venv/bin/python"
 PIPECAT_VENV="${PIPECAT_VENV:-$ROOT/.venv-pipecat}"
-PIPECAT_SPEC='pipecat-ai[silero]==1.14.0'
+# silero: the VAD (its model ships in the wheel); websocket: FastAPI for its websocket transport;
+# deepgram, anthropic: the services of turn_latency.py's Pipecat side. The Twilio serializer
+# needs no extra. anthropic here is <2, which is why Pipecat has a venv of its own.
+PIPECAT_SPEC='pipecat-ai[silero,websocket,deepgram,anthropic]==1.14.0'
 PIPECAT_VERSION='1.14.0'
 TIMEOUT_S="${BENCH_TIMEOUT_S:-1200}"
 LOG_DIR="$ROOT/var/bench-logs"
@@ -43,7 +51,7 @@ while [ $# -gt 0 ]; do
         --only=*) ONLY="${1#--only=}" ;;
         --skip-pipecat) SKIP_PIPECAT=1 ;;
         --list) LIST=1 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -82,7 +90,7 @@ env_args() {  # env_args NAME: the flags from BENCH_ARGS_<NAME>
 OURS=()
 for f in "$ROOT"/benchmarks/*.py; do
     name=$(basename "$f" .py)
-    case "$name" in _*|pipecat_overhead) continue ;; esac
+    case "$name" in _*|pipecat_*) continue ;; esac
     runnable "$f" || continue
     wanted "$name" || continue
     OURS+=("$name")
@@ -121,8 +129,8 @@ ensure_pipecat_venv() {
         have=$("$PIPECAT_VENV/bin/python" -c \
             "import importlib.metadata as m; print(m.version('pipecat-ai'))" 2>/dev/null || true)
     fi
-    if [ "$have" = "$PIPECAT_VERSION" ] \
-        && "$PIPECAT_VENV/bin/python" -c "import psutil, onnxruntime" 2>/dev/null; then
+    if [ "$have" = "$PIPECAT_VERSION" ] && "$PIPECAT_VENV/bin/python" -c \
+        "import psutil, onnxruntime, fastapi, deepgram, anthropic" 2>/dev/null; then
         return 0
     fi
     echo "== setting up $PIPECAT_VENV ($PIPECAT_SPEC) =="
@@ -168,6 +176,16 @@ if [ "$needs_audio" = 1 ]; then
     "$PY" "$ROOT/benchmarks/frame_overhead.py" --write-caller-audio "$CALLER_AUDIO" || exit 1
 fi
 
+PIPECAT_READY=0
+if [ "$SKIP_PIPECAT" = 0 ]; then
+    # First, so that benchmarks with a Pipecat side of their own find it too.
+    if ensure_pipecat_venv; then
+        PIPECAT_READY=1
+    else
+        echo "run_all.sh: could not set up $PIPECAT_VENV (Pipecat sides will fail)" >&2
+    fi
+fi
+
 for name in "${OURS[@]}"; do
     file="benchmarks/$name.py"
     # shellcheck disable=SC2046
@@ -175,7 +193,7 @@ for name in "${OURS[@]}"; do
 done
 
 if [ "$RUN_PIPECAT" = 1 ]; then
-    if ensure_pipecat_venv; then
+    if [ "$PIPECAT_READY" = 1 ]; then
         file="benchmarks/pipecat_overhead.py"
         # shellcheck disable=SC2046
         run_one pipecat_overhead "$PIPECAT_VENV/bin/python" "$file" \
