@@ -34,7 +34,9 @@ PY="$ROOT/.venv/bin/python"
 PIPECAT_VENV="${PIPECAT_VENV:-$ROOT/.venv-pipecat}"
 # silero: the VAD (its model ships in the wheel); websocket: FastAPI for its websocket transport;
 # deepgram, anthropic: the services of turn_latency.py's Pipecat side. The Twilio serializer
-# needs no extra. anthropic here is <2, which is why Pipecat has a venv of its own.
+# needs no extra. anthropic here is <2, which is why Pipecat has a venv of its own. uvicorn
+# serves pipecat_turn_latency.py's FastAPI app; webrtcvad-wheels is the VAD it gives Pipecat
+# (Silero cannot hear sandbox speech; see pipecat_turn_latency.py).
 PIPECAT_SPEC='pipecat-ai[silero,websocket,deepgram,anthropic]==1.14.0'
 PIPECAT_VERSION='1.14.0'
 TIMEOUT_S="${BENCH_TIMEOUT_S:-1200}"
@@ -130,13 +132,14 @@ ensure_pipecat_venv() {
             "import importlib.metadata as m; print(m.version('pipecat-ai'))" 2>/dev/null || true)
     fi
     if [ "$have" = "$PIPECAT_VERSION" ] && "$PIPECAT_VENV/bin/python" -c \
-        "import psutil, onnxruntime, fastapi, deepgram, anthropic" 2>/dev/null; then
+        "import psutil, onnxruntime, fastapi, deepgram, anthropic, uvicorn, webrtcvad" \
+        2>/dev/null; then
         return 0
     fi
     echo "== setting up $PIPECAT_VENV ($PIPECAT_SPEC) =="
     [ -x "$PIPECAT_VENV/bin/python" ] || python3 -m venv "$PIPECAT_VENV" || return 1
     "$PIPECAT_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        "$PIPECAT_SPEC" psutil || return 1
+        "$PIPECAT_SPEC" psutil uvicorn webrtcvad-wheels || return 1
 }
 
 # --- running -------------------------------------------------------------------------------
