@@ -48,10 +48,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_dialer(settings: Settings) -> Dialer | None:
-    """The carrier dialer ``serve`` uses. The Twilio dialer is wired here by the dialing issue;
-    until then ``serve`` runs without one and outbound calls answer 502
-    ``outbound_failed`` / ``dialer_not_configured``."""
-    return None
+    """The carrier dialer ``serve`` uses: Twilio, at ``twilio_api_base_url`` when set (the
+    sandbox carrier), else Twilio's own API."""
+    from nixflex_engine.calls.twilio_dialer import TwilioDialer
+
+    return TwilioDialer(settings)
 
 
 def register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

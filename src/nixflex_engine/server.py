@@ -25,8 +25,13 @@ from nixflex_engine.api.metrics import Metrics
 from nixflex_engine.api.middleware import RequestContextMiddleware
 from nixflex_engine.api.ratelimit import RateLimiter
 from nixflex_engine.api.routing import AuthCache, Services
+from nixflex_engine.api.twilio import carrier_routes
+from nixflex_engine.calls.after import AfterCallWork
+from nixflex_engine.calls.analysis import analysis_client
+from nixflex_engine.calls.chain import build_standard_chain
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
+from nixflex_engine.calls.session import CallSessions, ChainFactory
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.log import get_logger, log_event
@@ -105,28 +110,56 @@ def create_app(
     dialer: Dialer | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     migrate: bool = True,
+    chain_factory: ChainFactory = build_standard_chain,
+    analysis: bool = True,
 ) -> Starlette:
     """The engine's ASGI app.
 
     ``dialer`` places calls (``None``: outbound calls answer 502 ``outbound_failed`` with
     ``dialer_not_configured``). ``migrate`` applies database migrations on start-up.
+    ``chain_factory`` turns an agent into its processor chain for each call; ``analysis``
+    runs the post-call analysis (through the Anthropic settings) after each call.
     """
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = Database(settings.database_url)
+        client = analysis_client(settings) if analysis else None
+        sessions: CallSessions | None = None
         try:
             if migrate:
                 await upgrade(db)
-            app.state.services = build_services(settings, db, dialer=dialer, metrics=metrics)
+            services = build_services(settings, db, dialer=dialer, metrics=metrics)
+            app.state.services = services
+            after = AfterCallWork(
+                repos=services.repos, client=client, default_model=settings.llm_model
+            )
+            app.state.after_call = after
+            sessions = CallSessions(
+                settings=settings,
+                repos=services.repos,
+                crypto=services.crypto,
+                dialer=dialer,
+                chain_factory=chain_factory,
+                after_call=after,
+            )
+            app.state.sessions = sessions
             log_event(_log, "server.started", database=db.dialect_name)
             yield
         finally:
+            if sessions is not None:
+                await sessions.shutdown()
+            if client is not None:
+                await client.close()
             await db.dispose()
 
+    def current_sessions() -> CallSessions:
+        sessions: CallSessions = app.state.sessions
+        return sessions
+
     app = Starlette(
-        routes=[*api_routes(), *extra_routes],
+        routes=[*api_routes(), *carrier_routes(settings, current_sessions), *extra_routes],
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
         ],

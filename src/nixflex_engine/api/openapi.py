@@ -357,6 +357,42 @@ def _list_schema(key: str, item: str) -> dict[str, Any]:
     }
 
 
+def _carrier_callback(summary: str, operation_id: str) -> dict[str, Any]:
+    """A carrier-facing callback: Twilio's form post, authenticated by X-Twilio-Signature."""
+    return {
+        "post": {
+            "summary": summary,
+            "description": "Called by Twilio, not by API clients. Authenticated by "
+            "`X-Twilio-Signature` over the public URL with the number's auth token; anything "
+            "else is refused with 403 and changes nothing.",
+            "tags": ["Carrier"],
+            "operationId": operation_id,
+            "security": [],
+            "parameters": [
+                _query("ref", {"type": "string"}),
+                {
+                    "name": "X-Twilio-Signature",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                    }
+                },
+            },
+            "responses": {
+                "204": {"description": "Applied (idempotent)"},
+                **_error_responses(403),
+            },
+        }
+    }
+
+
 def openapi_document(server_url: str) -> dict[str, Any]:
     """The whole document; ``server_url`` is this node's public base URL."""
     agent_id = _path_param("agent_id", {"type": "string"})
@@ -536,6 +572,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/twilio/status": _carrier_callback(
+                "Twilio status callback", "twilioStatusCallback"
+            ),
+            "/v1/twilio/amd": _carrier_callback("Twilio async AMD callback", "twilioAmdCallback"),
         },
         "components": {
             "securitySchemes": {

@@ -37,6 +37,7 @@ from nixflex_engine.api.fields import (
 )
 from nixflex_engine.api.metrics import Metrics
 from nixflex_engine.calls.dialer import Dialer, DialError, DialRequest, TwilioCredentials
+from nixflex_engine.calls.tokens import media_stream_token
 from nixflex_engine.crypto import Crypto, DecryptionError
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.store.repositories import NewCall, Repositories
@@ -312,6 +313,7 @@ class OutboundCallService:
             amd_enabled=bool(config.get("amd_enabled", True)),
             record_call=bool(config.get("record_call", True)),
             max_call_duration_seconds=int(config.get("max_call_duration_seconds", 300)),
+            stream_token=media_stream_token(self._crypto, record.call_ref),
         )
         try:
             if self._dialer is None:

@@ -40,6 +40,7 @@ from twilio.request_validator import RequestValidator
 from nixflex_engine.calls.chain import AgentProfile, CallContext, build_standard_chain
 from nixflex_engine.calls.dialer import Dialer, TwilioCredentials
 from nixflex_engine.calls.run import CallOutcome, run_call
+from nixflex_engine.calls.tokens import media_stream_token
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.frames import AMDResultFrame, EndReason
@@ -130,7 +131,7 @@ class CallSessions:
 
     def stream_token(self, call_ref: str) -> str:
         """The one-time media-stream token for a call (a keyed hash of its reference)."""
-        return self._crypto.hash_secret(f"media-stream:{call_ref}")
+        return media_stream_token(self._crypto, call_ref)
 
     async def _credentials(self, record: CallRecord) -> TwilioCredentials | None:
         number = await self._repos.phone_numbers.get(record.from_number)
