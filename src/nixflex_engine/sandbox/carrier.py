@@ -385,6 +385,7 @@ class CallbackRecord:
     at_s: float
     http_status: int | None = None
     error: str | None = None
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -410,6 +411,8 @@ class CarrierCall:
     _t0: float = 0.0
     _end_request: str | None = None
     _end_changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _amd_sending: bool = False
+    _helpers: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     _sequence: int = 0
 
@@ -681,6 +684,7 @@ class SandboxCarrier:
         self._event(call, "ended", status=final, ended_by=call.ended_by, duration_s=call.duration_s)
         sender.status(final)
         await sender.drain()
+        await asyncio.gather(*call._helpers, return_exceptions=True)  # an AMD callback in flight
         call._done.set()
 
     async def _run(self, call: CarrierCall, fake: FakeCall, sender: _Sender) -> str:
@@ -794,7 +798,7 @@ class SandboxCarrier:
         )
         self._event(call, "stream_connecting", url=stream.url)
         run = asyncio.ensure_future(callee.run())
-        helpers: list[asyncio.Task[Any]] = []
+        helpers = call._helpers
         if amd is not None:
             helpers.append(
                 self._spawn(self._async_amd(call, fake, amd, callee, run), f"amd:{call.sid}")
@@ -827,8 +831,8 @@ class SandboxCarrier:
                 run.cancel()
                 with contextlib.suppress(BaseException):
                     await run
-            for helper in helpers:
-                if not helper.done():
+            for helper in helpers:  # AMD not decided yet: it never will be; sending: let it
+                if not helper.done() and not call._amd_sending:
                     helper.cancel()
 
     async def _watch(
@@ -904,6 +908,7 @@ class SandboxCarrier:
             "MachineDetectionDuration": str(amd.machine_detection_duration_ms),
         }
         method = call.param("AsyncAmdStatusCallbackMethod", "POST").upper()
+        call._amd_sending = True  # decided and sent: the call ending no longer stops it
         await self._request(call, "amd", url, method, params)
 
     # --- requests to the engine -----------------------------------------------------------
@@ -925,7 +930,12 @@ class SandboxCarrier:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.callback_timeout_s, trust_env=False)
+            self._http = httpx.AsyncClient(
+                timeout=self.callback_timeout_s,
+                trust_env=False,
+                # hundreds of calls may call back at once: never queue behind a pool limit
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            )
         return self._http
 
     async def _request(
@@ -955,10 +965,10 @@ class SandboxCarrier:
         }
         target = self._reachable(signed)
         try:
-            if method == "GET":
-                response = await self._client().get(target, headers=headers)
-            else:
-                response = await self._client().post(target, data=params, headers=headers)
+            response = await self._send(record, target, method, params, headers)
+        except asyncio.CancelledError:
+            record.error = "cancelled"
+            raise
         except httpx.HTTPError as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             log_event(
@@ -981,6 +991,32 @@ class SandboxCarrier:
             http_status=response.status_code,
         )
         return record, response.text
+
+    async def _send(
+        self,
+        record: CallbackRecord,
+        target: str,
+        method: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """One request, retried once when the connection failed (as Twilio retries a failed
+        connection once by default; a pooled connection the server just closed fails so)."""
+        for attempt in (1, 2):
+            record.attempts = attempt
+            try:
+                if method == "GET":
+                    return await self._client().get(target, headers=headers)
+                return await self._client().post(target, data=params, headers=headers)
+            except (
+                httpx.ConnectError,
+                httpx.ReadError,
+                httpx.WriteError,
+                httpx.RemoteProtocolError,
+            ):
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _Sender:
