@@ -7,6 +7,11 @@ agent's settings (:class:`AgentProfile`) and the call's context (:class:`CallCon
       → UserContextAggregator → ClaudeLLM → DeepgramTTS → TwilioOutput
       → AssistantContextAggregator
 
+SDK clients are built once per process, not per call (:class:`ProviderClients`, passed in
+:attr:`CallContext.clients`): building one costs tens of ms of CPU (an SSL context loading the
+CA bundle), and at a call's start that blocked the event loop of every other call for
+~80-100 ms (three clients). Without ``clients`` each call builds its own, as before.
+
 The call session wraps whatever chain it gets — this one, or a custom chain from an agent's
 chain factory — with the processors every call has, :func:`call_pipeline`: latency figures
 (``TurnMetricsProcessor``) and the recording (``RecorderProcessor``). Transcript lines,
@@ -18,27 +23,32 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nixflex_engine.config import Settings
 from nixflex_engine.pipeline import Clock, FrameProcessor, Pipeline
 from nixflex_engine.processors.codec import MulawDecoder
 from nixflex_engine.processors.context import AssistantContextAggregator, UserContextAggregator
-from nixflex_engine.processors.llm import ClaudeLLM
+from nixflex_engine.processors.llm import ClaudeLLM, anthropic_client
 from nixflex_engine.processors.metrics import TurnMetricsProcessor
 from nixflex_engine.processors.prompt import HistoryEntry, build_system_prompt, interpolate
 from nixflex_engine.processors.recorder import RecorderProcessor
-from nixflex_engine.processors.stt import DeepgramSTT
+from nixflex_engine.processors.stt import DeepgramSTT, deepgram_client
 from nixflex_engine.processors.tts import DeepgramTTS
 from nixflex_engine.processors.turns import TurnTakingProcessor
 from nixflex_engine.processors.vad import VADProcessor
 from nixflex_engine.processors.voicemail import VoicemailProcessor
 from nixflex_engine.transports.twilio_media import TwilioMediaTransport
 
+if TYPE_CHECKING:
+    import anthropic
+    from deepgram import AsyncDeepgramClient
+
 __all__ = [
     "AgentProfile",
     "CallContext",
     "CallPipeline",
+    "ProviderClients",
     "build_standard_chain",
     "call_pipeline",
 ]
@@ -75,6 +85,30 @@ class AgentProfile:
         return cls(**{k: v for k, v in config.items() if k in known and v is not None})
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderClients:
+    """The SDK clients every call of a process shares (connections are still per call)."""
+
+    deepgram: AsyncDeepgramClient
+    anthropic: anthropic.AsyncAnthropic
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderClients:
+        """Clients for the keys and base URLs of ``settings``, as the processors build them."""
+        return cls(
+            deepgram=deepgram_client(
+                settings.deepgram_api_key.get_secret_value(), settings.deepgram_base_url
+            ),
+            anthropic=anthropic_client(
+                settings.anthropic_api_key.get_secret_value(), settings.anthropic_base_url
+            ),
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled HTTP connections (when the process stops serving calls)."""
+        await self.anthropic.close()
+
+
 @dataclass(slots=True)
 class CallContext:
     """Everything a chain factory gets for one call."""
@@ -89,6 +123,7 @@ class CallContext:
     voicemail_action: VoicemailAction | None = None
     voicemail_message: str | None = None
     clock: Clock | None = None
+    clients: ProviderClients | None = None  # None: the call builds its own
 
     @property
     def system_prompt(self) -> str:
@@ -121,12 +156,14 @@ class CallContext:
 def build_standard_chain(ctx: CallContext) -> Pipeline:
     """The standard agent chain for ``ctx`` (input transport to assistant context)."""
     agent, settings = ctx.agent, ctx.settings
+    dg: dict[str, Any] = {} if ctx.clients is None else {"client": ctx.clients.deepgram}
+    llm: dict[str, Any] = {} if ctx.clients is None else {"client": ctx.clients.anthropic}
     return Pipeline(
         [
             ctx.transport.input(),
             MulawDecoder(),
             VADProcessor(),
-            DeepgramSTT.from_settings(settings, language=agent.language or None),
+            DeepgramSTT.from_settings(settings, language=agent.language or None, **dg),
             VoicemailProcessor(
                 voicemail_action=ctx.effective_voicemail_action,
                 voicemail_message=ctx.effective_voicemail_message,
@@ -139,8 +176,10 @@ def build_standard_chain(ctx: CallContext) -> Pipeline:
                 max_call_duration_seconds=agent.max_call_duration_seconds,
             ),
             UserContextAggregator(ctx.system_prompt),
-            ClaudeLLM.from_settings(settings, model=agent.llm_model, max_tokens=agent.max_tokens),
-            DeepgramTTS.from_settings(settings, voice=agent.voice_id),
+            ClaudeLLM.from_settings(
+                settings, model=agent.llm_model, max_tokens=agent.max_tokens, **llm
+            ),
+            DeepgramTTS.from_settings(settings, voice=agent.voice_id, **dg),
             ctx.transport.output(),
             AssistantContextAggregator(),
         ],

@@ -67,6 +67,7 @@ __all__ = [
     "LLMService",
     "LLMUsage",
     "RetryHint",
+    "anthropic_client",
     "anthropic_retry_hint",
     "backoff_delay_ms",
 ]
@@ -325,6 +326,28 @@ def _usage_of(raw: Any) -> LLMUsage:
     )
 
 
+def anthropic_client(
+    api_key: str,
+    base_url: str | None = None,
+    *,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 30.0,
+) -> anthropic.AsyncAnthropic:
+    """The SDK client :class:`ClaudeLLM` uses (no SDK retries: the processor retries itself).
+
+    Building one costs ~25-40 ms of CPU (its SSL context loads the CA bundle, even for an
+    ``http://`` base URL), which blocks the event loop of every call in the process: a process
+    serving many calls builds one and passes it to each ``ClaudeLLM(client=...)`` (see
+    ``calls.chain.ProviderClients``). A client passed in is not closed by the processor.
+    """
+    return anthropic.AsyncAnthropic(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=0,
+        timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+    )
+
+
 class ClaudeLLM(LLMService):
     """Claude over ``anthropic`` 2.10 ``AsyncAnthropic.messages.stream``.
 
@@ -363,11 +386,11 @@ class ClaudeLLM(LLMService):
         self.model = model
         self.max_tokens = max_tokens
         self._owns_client = client is None
-        self._client = client or anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(read_timeout_s, connect=connect_timeout_s),
+        self._client = client or anthropic_client(
+            api_key,
+            base_url,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
         )
 
     @classmethod

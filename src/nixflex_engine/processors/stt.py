@@ -104,6 +104,7 @@ __all__ = [
     "STTUtteranceEnd",
     "SpeechToText",
     "StreamPositions",
+    "deepgram_client",
     "deepgram_environment",
 ]
 
@@ -592,6 +593,19 @@ class SpeechToText(FrameProcessor, abc.ABC):
 # --- Deepgram --------------------------------------------------------------------------------
 
 
+def deepgram_client(api_key: str, base_url: str | None = None) -> AsyncDeepgramClient:
+    """The SDK client the Deepgram STT and TTS processors use (they reconnect themselves).
+
+    Building one costs ~25-35 ms of CPU (its HTTP client's SSL context loads the CA bundle),
+    which blocks the event loop of every call in the process: a process serving many calls
+    builds one and passes it to each processor (``client=``; see
+    ``calls.chain.ProviderClients``). Sockets opened through it are independent.
+    """
+    return AsyncDeepgramClient(
+        api_key=api_key, environment=deepgram_environment(base_url), reconnect=False
+    )
+
+
 def deepgram_environment(base_url: str | None) -> DeepgramClientEnvironment:
     """The SDK environment for ``base_url`` (``http(s)://host:port``; the websocket root is the
     same with ``ws(s)://``); Deepgram's own when ``None``."""
@@ -713,9 +727,7 @@ class DeepgramSTT(SpeechToText):
         self.endpointing_ms = endpointing_ms
         self.utterance_end_ms = utterance_end_ms
         self.smart_format = smart_format
-        self._client = client or AsyncDeepgramClient(
-            api_key=api_key, environment=deepgram_environment(base_url), reconnect=False
-        )
+        self._client = client or deepgram_client(api_key, base_url)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeepgramSTT:

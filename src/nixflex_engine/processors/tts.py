@@ -89,7 +89,7 @@ from nixflex_engine.frames import (
 )
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.pipeline import FrameDirection, FrameProcessor
-from nixflex_engine.processors.stt import deepgram_environment
+from nixflex_engine.processors.stt import deepgram_client
 from nixflex_engine.processors.text import SentenceChunker
 
 __all__ = [
@@ -707,9 +707,7 @@ class DeepgramTTS(TextToSpeech):
             name=name,
         )
         self.voice = voice
-        self._client = client or AsyncDeepgramClient(
-            api_key=api_key, environment=deepgram_environment(base_url), reconnect=False
-        )
+        self._client = client or deepgram_client(api_key, base_url)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeepgramTTS:
