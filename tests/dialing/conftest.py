@@ -94,6 +94,8 @@ class EngineSide:
     started: asyncio.Queue[StartEvent] = field(default_factory=asyncio.Queue)
     # set by the fixture: end the stream from the engine's side right after the greeting
     close_after_greeting: bool = False
+    # seconds the AMD route takes to answer
+    amd_delay_s: float = 0.0
 
     def statuses(self, call_sid: str) -> list[str]:
         return [
@@ -141,6 +143,8 @@ def engine_app(engine: EngineSide, *, public_ws_base_url: str, speed: float) -> 
             signed = form
         token = engine.auth_tokens.get(form.get("AccountSid", ""), "")
         valid = bool(signature) and RequestValidator(token).validate(public, signed, signature)
+        if request.url.path == "/v1/twilio/amd" and engine.amd_delay_s:
+            await asyncio.sleep(engine.amd_delay_s)
         engine.callbacks.append(Received(request.url.path, public, form, signature, valid))
         return Response(status_code=204 if valid else 403)
 

@@ -430,3 +430,17 @@ async def test_url_twiml_sync_amd_and_get_callbacks(make_world: WorldFactory) ->
     assert all(c.valid for c in received)
     assert received[-1].form["AnsweredBy"] == "machine_start"
     assert call.heard_text() == GREETING
+
+
+async def test_amd_callback_in_flight_when_the_call_ends(make_world: WorldFactory) -> None:
+    """Once AMD has decided, its callback is delivered even if the call ends meanwhile; the
+    call's log is complete (``done``) only after it."""
+    w: World = await make_world(speed=2.0)
+    w.engine.amd_delay_s = 1.0  # 2 line seconds: the callee hangs up during it
+    script = CarrierScript.answer([Silence(3000), Hangup()], ring_s=0.2)
+    result = await dial(w, "+15550122014", script)
+    call = await w.carrier.wait_ended(result.call_sid, 20)
+    (amd,) = call.amd_callbacks()
+    assert amd.http_status == 204 and amd.error is None
+    assert call.ended_at_s is not None and amd.at_s < call.ended_at_s
+    assert call.ended_by == "callee"
