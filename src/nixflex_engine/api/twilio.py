@@ -9,7 +9,7 @@ one-time token (see :mod:`nixflex_engine.calls.session`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from nixflex_engine.api.errors import ApiError, error_response
 from nixflex_engine.calls.session import CallSessions
 from nixflex_engine.config import Settings
+from nixflex_engine.store.repositories import CallRecord
 from nixflex_engine.transports.twilio_media import (
     StreamAuthRequest,
     TwilioMediaTransport,
@@ -55,35 +56,27 @@ def carrier_routes(settings: Settings, sessions: Callable[[], CallSessions]) -> 
             return None
         return dict(parse_qsl(text, keep_blank_values=True))
 
-    async def status(request: Request) -> Response:
-        form = await read_form(request)
-        if form is None:
-            return error_response(_FORBIDDEN)
-        record = await sessions().verify_callback(
-            _public_url(settings, request),
-            form,
-            request.headers.get("x-twilio-signature"),
-            ref=request.query_params.get("ref"),
-        )
-        if record is None:
-            return error_response(_FORBIDDEN)
-        await sessions().on_status(record, form)
-        return Response(status_code=204)
+    Apply = Callable[[CallSessions, CallRecord, dict[str, str]], Awaitable[None]]
 
-    async def amd(request: Request) -> Response:
-        form = await read_form(request)
-        if form is None:
-            return error_response(_FORBIDDEN)
-        record = await sessions().verify_callback(
-            _public_url(settings, request),
-            form,
-            request.headers.get("x-twilio-signature"),
-            ref=request.query_params.get("ref"),
-        )
-        if record is None:
-            return error_response(_FORBIDDEN)
-        await sessions().on_amd(record, form)
-        return Response(status_code=204)
+    def callback(apply: Apply) -> Callable[[Request], Awaitable[Response]]:
+        """A signed form-post endpoint that hands the verified call to ``apply``."""
+
+        async def endpoint(request: Request) -> Response:
+            form = await read_form(request)
+            if form is None:
+                return error_response(_FORBIDDEN)
+            record = await sessions().verify_callback(
+                _public_url(settings, request),
+                form,
+                request.headers.get("x-twilio-signature"),
+                ref=request.query_params.get("ref"),
+            )
+            if record is None:
+                return error_response(_FORBIDDEN)
+            await apply(sessions(), record, form)
+            return Response(status_code=204)
+
+        return endpoint
 
     async def authorize(request: StreamAuthRequest) -> bool:
         return await sessions().authorize_stream(request)
@@ -92,8 +85,8 @@ def carrier_routes(settings: Settings, sessions: Callable[[], CallSessions]) -> 
         await sessions().on_stream(transport, start)
 
     return [
-        Route(STATUS_PATH, status, methods=["POST"]),
-        Route(AMD_PATH, amd, methods=["POST"]),
+        Route(STATUS_PATH, callback(CallSessions.on_status), methods=["POST"]),
+        Route(AMD_PATH, callback(CallSessions.on_amd), methods=["POST"]),
         twilio_media_route(
             MEDIA_PATH, on_stream, authorize=authorize, public_url=settings.public_ws_base_url
         ),
