@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from api.support import PG_URL, pg_database, random_e164
-from nixflex_engine.store.db import Database, upgrade
+from nixflex_engine.store.db import Database, alembic_config, upgrade
 from nixflex_engine.store.models import idempotency_keys, metadata
 from nixflex_engine.store.repositories import (
     DuplicateError,
@@ -209,7 +210,8 @@ async def _check_fresh_migration(url: str) -> None:
             ).scalar_one()
         )
         assert diff == [], diff
-        assert version == "0001_initial"
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert version == head
     finally:
         await db.dispose()
 

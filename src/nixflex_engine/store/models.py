@@ -25,6 +25,8 @@ __all__ = [
     "idempotency_keys",
     "metadata",
     "phone_numbers",
+    "webhook_attempts",
+    "webhook_deliveries",
 ]
 
 
@@ -214,3 +216,78 @@ idempotency_keys = sa.Table(
 def row_dict(row: Any) -> dict[str, Any]:
     """A result row as a plain dict."""
     return dict(row._mapping)
+
+
+# --------------------------------------------------------------------------------------------
+# webhooks (migration 0002_webhooks)
+
+# The durable outbox: one row per (call event, receiving URL), written in the transaction that
+# finishes the call. Workers on any node claim due rows with a lease (see calls/webhooks.py).
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    # Public id of this delivery (X-Nixflex-Delivery).
+    sa.Column("delivery_id", sa.String(40), nullable=False, unique=True),
+    # The same for every URL that receives one call's event (X-Nixflex-Event-Id).
+    sa.Column("event_id", sa.String(40), nullable=False),
+    sa.Column(
+        "call_pk",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("calls.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("event", sa.String(32), nullable=False),
+    # Where the URL came from: agent | number | number2.
+    sa.Column("target", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    # pending | delivered | failed (gave up) | gone (410) | refused (unsafe address).
+    sa.Column("status", sa.String(16), nullable=False),
+    # The exact JSON body, fixed once (after post-call analysis); NULL until then.
+    sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("first_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # The claim: which worker holds the row, until when, and a token only that claim knows.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_token", sa.String(32), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
+# Every attempt, as it happened (GET /v1/calls/{call_id}/webhooks).
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "delivery_pk",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    # delivered | retry | failed | gone | refused
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+)
