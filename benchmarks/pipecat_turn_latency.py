@@ -24,8 +24,8 @@ Pointed at the SAME fakes as ours, by base URL only (found in Pipecat's source):
   ``{base_url}/v1/speak?...``. Or ``DeepgramHttpTTSService(base_url="http://...")``
   (``--tts http``: one ``POST /v1/speak`` per sentence).
 
-Turn taking made comparable to ours: Silero VAD with ``stop_secs`` = our ``stop_silence_ms``
-(0.3 s) and ``start_secs`` 0.16 s (our ``start_speech_ms``), and the stop strategy
+Turn taking made comparable to ours: a VAD with ``stop_secs`` = our ``stop_silence_ms`` (0.3 s)
+and ``start_secs`` 0.16 s (our ``start_speech_ms``), and the stop strategy
 ``SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0)`` (ours has
 ``response_delay_ms=0``): the turn ends at the VAD stop once a finalized transcript is in.
 Pipecat's default (Smart Turn v3, a local model) is not used: ours has no such model.
@@ -40,8 +40,14 @@ What is NOT the same, and why:
   comparison without that question.
 * Pipecat interrupts at its VAD start (no duration threshold), so barge-in figures are not
   comparable one to one.
-* Silero is a neural VAD trained on real speech; sandbox speech is synthetic (a voiced
-  carrier + tone chords). How well it hears it is part of what is measured (printed).
+* The VAD. Pipecat's Silero (a neural VAD trained on real speech) does not hear sandbox
+  speech (synthetic: a voiced carrier + tone chords): its confidence stays below 0.42 on a
+  whole utterance, never reaching the 0.7 threshold, so with Silero Pipecat never sees a VAD
+  start or stop (no ``Finalize``, turns end on Deepgram's ``speech_final``, barge-in only on
+  interim transcripts). ``--vad webrtc`` (the default) plugs the same webrtcvad as ours (mode
+  2, 20 ms frames) into Pipecat's own ``VADAnalyzer`` state machine (``min_volume`` 0: the
+  state machine's loudness gate is for real microphones), so both engines hear the same
+  speech; ``--vad silero`` runs Pipecat's stock VAD.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ from anthropic import AsyncAnthropic  # noqa: E402
 from fastapi import FastAPI, Request, WebSocket  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from pipecat.audio.vad.silero import SileroVADAnalyzer  # noqa: E402
-from pipecat.audio.vad.vad_analyzer import VADParams  # noqa: E402
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams  # noqa: E402
 from pipecat.pipeline.pipeline import Pipeline  # noqa: E402
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker  # noqa: E402
 from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
@@ -101,6 +107,36 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies  # noqa: E402
 from pipecat.workers.runner import WorkerRunner  # noqa: E402
 
 SAMPLE_RATE = 8000
+
+
+class WebRTCVADAnalyzer(VADAnalyzer):
+    """Pipecat's VAD state machine over webrtcvad (mode 2, 20 ms frames), as ours uses."""
+
+    def __init__(self, *, sample_rate: int, params: VADParams, mode: int = 2) -> None:
+        import webrtcvad
+
+        super().__init__(sample_rate=sample_rate, params=params)
+        self._vad = webrtcvad.Vad(mode)
+
+    def num_frames_required(self) -> int:
+        return int(self.sample_rate * 0.02)
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        return 1.0 if self._vad.is_speech(buffer, self.sample_rate) else 0.0
+
+
+def make_vad(args: argparse.Namespace) -> VADAnalyzer:
+    if args.vad == "silero":
+        return SileroVADAnalyzer(
+            sample_rate=SAMPLE_RATE,
+            params=VADParams(start_secs=args.vad_start_secs, stop_secs=args.vad_stop_secs),
+        )
+    return WebRTCVADAnalyzer(
+        sample_rate=SAMPLE_RATE,
+        params=VADParams(
+            start_secs=args.vad_start_secs, stop_secs=args.vad_stop_secs, min_volume=0.0
+        ),
+    )
 
 
 def build_app(args: argparse.Namespace, monitor: LoopLagMonitor) -> FastAPI:
@@ -180,10 +216,7 @@ def build_app(args: argparse.Namespace, monitor: LoopLagMonitor) -> FastAPI:
         aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
-                vad_analyzer=SileroVADAnalyzer(
-                    sample_rate=SAMPLE_RATE,
-                    params=VADParams(start_secs=args.vad_start_secs, stop_secs=args.vad_stop_secs),
-                ),
+                vad_analyzer=make_vad(args),
                 user_turn_strategies=UserTurnStrategies(
                     stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.0)]
                 ),
@@ -250,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fakes-url", required=True, help="http://127.0.0.1:P of the fakes")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--tts", choices=("ws", "http"), default="ws")
+    p.add_argument("--vad", choices=("webrtc", "silero"), default="webrtc")
     p.add_argument("--vad-stop-secs", type=float, default=0.3)
     p.add_argument("--vad-start-secs", type=float, default=0.16)
     p.add_argument("--endpointing-ms", type=int, default=300)

@@ -31,10 +31,10 @@ Injected latencies (every one a flag) and what counts as injected, per turn
   endpointing (``endpointing`` 300 ms of silence, then ``--stt-final-delay-ms``). With the
   defaults (150 and 150) both are 450 ms. webrtcvad's hangover (it keeps saying "speech" for
   up to ~100 ms after a voice stops) is NOT injected: it is the engine's choice of VAD.
-* ``line_lead = -20 ms``: the sandbox line sends each 20 ms media packet at the *start* of the
-  span it carries (Twilio sends it at the end), so the silence that ends a turn reaches the
-  engine 20 ms before the line clock has played it. Credited to the line, not to the engine,
-  which makes the engine's overhead larger, never smaller.
+* ``line_lead = 0``: the sandbox callee sends each 20 ms media packet once the span it carries
+  has been spoken, as Twilio does (a ``Say`` step starts on the line clock one frame period
+  before its first packet leaves), so nothing is credited to the line. (Checked: the engine
+  sees its VAD stop 300-301 ms after the line's end of speech, with ``stop_silence_ms=300``.)
 * ``llm_ttft`` (``--llm-ttft-ms``, 350) + ``first_chunk_tokens``: ``(n - 1) / tokens_per_s``
   where ``n`` is the number of streamed tokens (the fake's ``split_tokens`` of the actual
   reply) the engine's sentence chunker (its default settings) needs before the reply's first
@@ -107,7 +107,7 @@ from _turn_common import (
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPECAT_SCRIPT = Path(__file__).resolve().parent / "pipecat_turn_latency.py"
-LINE_LEAD_MS = -20.0
+LINE_LEAD_MS = 0.0
 FRAME_MS = 20.0
 SYMBOL_MS = 75.0  # sandbox speech: one UTF-8 byte per 75 ms
 SENSITIVITY = 50
@@ -240,6 +240,7 @@ class _Reply:
     tokens_ms: list[float] = field(default_factory=list)
     first_audio_ms: float | None = None
     interrupted: bool = False
+    mono_offset_ms: float = math.nan  # monotonic ms - run clock ms (to put it on the line)
 
     def as_dict(self, play_at_ms: float) -> dict[str, Any]:
         def rel(v: float | None) -> float | None:
@@ -255,6 +256,7 @@ class _Reply:
             "tokens_ms": [rel(t) for t in self.tokens_ms],
             "first_audio_ms": rel(self.first_audio_ms),
             "played_ms": rel(play_at_ms),
+            "speech_end_mono_ms": round(self.speech_end_ms + self.mono_offset_ms, 3),
         }
 
 
@@ -265,9 +267,12 @@ class TurnProfiler:
         self.replies: list[dict[str, Any]] = []
         self._open: _Reply | None = None
         self._vad_stop: tuple[float, float] | None = None  # (stop_ms, seen at)
+        self._vad_stop_mono = math.nan
         self._final_ms: float | None = None
+        self._final_mono = math.nan
+        self._offset = math.nan  # monotonic ms - run clock ms
 
-    def on_frame(self, frame: Any, now: float) -> None:
+    def on_frame(self, frame: Any, now: float, mono_ms: float) -> None:
         from nixflex_engine.frames import (
             InterruptionFrame,
             LLMResponseStartFrame,
@@ -281,10 +286,13 @@ class TurnProfiler:
 
         cur = self._open
         if isinstance(frame, UserStoppedSpeakingFrame):
-            self._vad_stop = (frame.stop_ms, now)
+            if self._vad_stop is None or self._vad_stop[0] != frame.stop_ms:
+                self._vad_stop = (frame.stop_ms, now)
+                self._vad_stop_mono = mono_ms
         elif isinstance(frame, TranscriptFrame):
             if frame.text.strip():
                 self._final_ms = frame.received_ms or now
+                self._final_mono = mono_ms
         elif isinstance(frame, UserTurnEndedFrame):
             if (
                 not frame.preemptive
@@ -298,12 +306,12 @@ class TurnProfiler:
                     cur.final_ms = self._final_ms
                 return
             reply = _Reply(frame.speech_end_ms, frame.decided_ms, frame.preemptive)
+            reply.mono_offset_ms = mono_ms - now
             vad = self._vad_stop
             if vad is not None and abs(vad[0] - frame.speech_end_ms) < 1.0:
                 reply.vad_stop_seen_ms = vad[1]
             if self._final_ms is not None and self._final_ms <= now:
                 reply.final_ms = self._final_ms
-            self._final_ms = None
             self._open = reply
         elif isinstance(frame, LLMResponseStartFrame):
             if cur is not None and cur.first_audio_ms is None:
@@ -339,18 +347,19 @@ def _probe_class() -> type:
 
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
             if direction == FrameDirection.DOWNSTREAM:
-                self._profiler.on_frame(frame, self.now_ms())
+                self._profiler.on_frame(frame, self.now_ms(), time.monotonic() * 1000.0)
             await self.push_frame(frame, direction)
 
     return ProbeProcessor
 
 
 def build_chain(ctx: Any, *, preemptive: bool, profiler: TurnProfiler) -> Any:
-    """``build_standard_chain``'s processors, with ``preemptive_generation`` as asked and three
-    pass-through probes (after the LLM, after the TTS, at the end)."""
+    """``build_standard_chain``'s processors, with ``preemptive_generation`` as asked and four
+    pass-through probes (after the STT, the LLM, the TTS, and at the end)."""
     from nixflex_engine.calls.chain import build_standard_chain
     from nixflex_engine.pipeline import Pipeline
     from nixflex_engine.processors.llm import ClaudeLLM
+    from nixflex_engine.processors.stt import DeepgramSTT
     from nixflex_engine.processors.tts import TextToSpeech
     from nixflex_engine.processors.turns import TurnTakingProcessor
 
@@ -368,7 +377,9 @@ def build_chain(ctx: Any, *, preemptive: bool, profiler: TurnProfiler) -> Any:
                 preemptive_generation=preemptive,
             )
         out.append(p)
-        if isinstance(p, ClaudeLLM):
+        if isinstance(p, DeepgramSTT):
+            out.append(probe(profiler, "probe_stt"))
+        elif isinstance(p, ClaudeLLM):
             out.append(probe(profiler, "probe_llm"))
         elif isinstance(p, TextToSpeech):
             out.append(probe(profiler, "probe_tts"))
@@ -385,7 +396,7 @@ async def run_engine(args: argparse.Namespace) -> None:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from nixflex_engine.calls.chain import AgentProfile, CallContext
+    from nixflex_engine.calls.chain import AgentProfile, CallContext, ProviderClients
     from nixflex_engine.calls.run import run_call
     from nixflex_engine.config import Settings
     from nixflex_engine.sandbox.serve import serve_app
@@ -411,12 +422,19 @@ async def run_engine(args: argparse.Namespace) -> None:
         voicemail_action="hangup",
         record_call=False,
     )
+    # One set of SDK clients for every call (calls.chain.ProviderClients); --per-call-clients
+    # builds them per call, as a CallContext without ``clients`` does.
+    clients = None if args.per_call_clients else ProviderClients.from_settings(settings)
     monitor = LoopLagMonitor()
     monitor.start()
 
     async def on_stream(transport: TwilioMediaTransport, start: StartEvent) -> None:
         ctx = CallContext(
-            call_id=start.call_sid, agent=agent, transport=transport, settings=settings
+            call_id=start.call_sid,
+            agent=agent,
+            transport=transport,
+            settings=settings,
+            clients=clients,
         )
         profiler = TurnProfiler()
         chain = build_chain(ctx, preemptive=args.engine_preemptive, profiler=profiler)
@@ -444,6 +462,12 @@ async def run_engine(args: argparse.Namespace) -> None:
 # --- role: orchestrator --------------------------------------------------------------------
 
 
+def _engine_priority() -> None:
+    """In the engine's child: back to nice 0 (the harness runs niced)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
 class Child:
     """A subprocess that prints ``READY url`` when it serves, then ``CALL {json}`` lines."""
 
@@ -463,6 +487,7 @@ class Child:
         self._ready = loop.create_future()
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv,
+            preexec_fn=_engine_priority if self.name != "fakes" else None,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=str(ROOT),
@@ -652,6 +677,8 @@ async def run_scenario(
             argv.append("--engine-preemptive")
         if args.gc_freeze:
             argv.append("--gc-freeze")
+        if args.per_call_clients:
+            argv.append("--per-call-clients")
         if args.cprofile:
             argv.append(f"--cprofile={args.cprofile}.{sc.mode}.{sc.concurrency}")
     else:
@@ -661,7 +688,9 @@ async def run_scenario(
             "--fakes-url",
             fakes_url,
             "--tts",
-            "http" if sc.mode == "pipecat-http" else "ws",
+            "http" if sc.mode.startswith("pipecat-http") else "ws",
+            "--vad",
+            "silero" if sc.mode.endswith("-silero") else "webrtc",
             f"--vad-stop-secs={inj.vad_stop_silence_ms / 1000}",
             f"--endpointing-ms={int(inj.stt_endpointing_ms)}",
         ]
@@ -672,6 +701,7 @@ async def run_scenario(
     script = callee_script(args.turns, args.barge_in)
     rng = random.Random(7)
     rounds = max(1, sc.calls // sc.concurrency)
+    t0_ms: dict[str, float] = {}
     load_before = os.getloadavg()
     turns: list[dict[str, Any]] = []
     barges: list[dict[str, Any]] = []
@@ -686,7 +716,11 @@ async def run_scenario(
             async def one(k: int, delay: float) -> Any:
                 await asyncio.sleep(delay)
                 callee = SandboxCallee(ws_url, script, max_call_ms=120_000)
-                return await asyncio.wait_for(callee.run(), 240)
+                res = await asyncio.wait_for(callee.run(), 240)
+                # The line clock's origin on the monotonic clock (the engine's probes use the
+                # same clock), to put the engine's events on the line clock.
+                t0_ms[res.call_sid] = callee._t0 * 1000.0
+                return res
 
             spread = args.stagger_s if sc.concurrency > 1 else 0.0
             results = await asyncio.gather(
@@ -728,6 +762,13 @@ async def run_scenario(
                         t["engine"] = eng_turns[j]
                         if j < len(profile):
                             t["profile"] = profile[j]
+                            # engine speech end (its run clock) vs the line's, in line ms
+                            t["engine_clock_shift_ms"] = round(
+                                profile[j]["speech_end_mono_ms"]
+                                - t0_ms.get(res.call_sid, math.nan)
+                                - t["speech_end_line_ms"],
+                                2,
+                            )
                     turns.append(t)
                 if barge is not None:
                     barge["call"] = call_no
@@ -799,7 +840,9 @@ def summarize(
 
 
 def profile_breakdown(t: dict[str, Any]) -> dict[str, float | None]:
-    """Where one turn's time went, engine clock, ms (None where a probe saw nothing)."""
+    """Where one turn's time went (None where a probe saw nothing): points in time in ms after
+    the caller's speech ended on the line clock (the engine's events put on it through the
+    shared monotonic clock), and ``..._to_...`` spans between two of them."""
     p, inj = t["profile"], t["injected"]
     n = int(inj["first_chunk_tokens"])
     toks = p["tokens_ms"]
@@ -810,16 +853,23 @@ def profile_breakdown(t: dict[str, Any]) -> dict[str, float | None]:
         return None if a is None or b is None else round(a - b, 2)
 
     start = p["llm_start_ms"]
+    shift = t.get("engine_clock_shift_ms", math.nan)
+
+    def line(v: float | None) -> float | None:
+        return None if v is None or math.isnan(shift) else round(v + shift, 2)
+
     return {
-        "vad_stop_ms": p["vad_stop_ms"],
-        "final_ms": p["final_ms"],
-        "decided_ms": p["decided_ms"],
+        "engine_speech_end_ms": line(0.0),
+        "vad_stop_ms": line(p["vad_stop_ms"]),
+        "final_ms": line(p["final_ms"]),
+        "decided_ms": line(p["decided_ms"]),
         "decided_to_llm_start_ms": d(start, p["decided_ms"]),
         "llm_first_token_ms": d(first_tok, start),
         "first_chunk_token_ms": d(chunk_tok, start),
         "chunk_to_first_audio_ms": d(p["first_audio_ms"], chunk_tok),
         "first_audio_to_played_ms": d(p["played_ms"], p["first_audio_ms"]),
-        "played_ms": p["played_ms"],
+        "played_ms": line(p["played_ms"]),
+        "heard_ms": t["measured_ms"],
     }
 
 
@@ -895,6 +945,68 @@ def print_scenario(out: dict[str, Any], *, waterfall: bool) -> None:
         print(f"  problems ({len(out['problems'])}): " + "; ".join(out["problems"][:5]))
 
 
+async def calibrate(fakes_url: str, inj: Injected, lines: list[str], rounds: int) -> dict[str, Any]:
+    """What the fakes deliver to a minimal client (raw httpx / websockets, no engine), on this
+    machine now: the LLM's first token and first-chunk token, and the TTS's first byte, each
+    minus its nominal latency (ms). Their p50 sum is the floor any engine pays here (loopback,
+    the fakes' own event loop and CPU); ``overhead_minus_fakes_floor_ms`` subtracts it. (The
+    STT's part is seen in the engine's profile: the final's arrival after the VAD stop.)"""
+    import httpx
+    from websockets.asyncio.client import connect
+
+    llm_first: list[float] = []
+    llm_chunk: list[float] = []
+    headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(base_url=fakes_url, timeout=30) as client:
+        for _ in range(rounds):
+            for line in lines:
+                reply = reply_for(line) or ""
+                n = first_chunk_tokens(reply)
+                body = {
+                    "model": LLM_MODEL,
+                    "max_tokens": 300,
+                    "stream": True,
+                    "system": AGENT_PROMPT,
+                    "messages": [{"role": "user", "content": line}],
+                }
+                t0 = time.perf_counter()
+                k = 0
+                async with client.stream("POST", "/v1/messages", json=body, headers=headers) as r:
+                    async for raw in r.aiter_lines():
+                        if raw.startswith("data:") and '"content_block_delta"' in raw:
+                            k += 1
+                            dt = (time.perf_counter() - t0) * 1000.0
+                            if k == 1:
+                                llm_first.append(dt - inj.llm_ttft_ms)
+                            if k == n:
+                                nominal = inj.llm_ttft_ms + (n - 1) * 1000.0 / inj.llm_tokens_per_s
+                                llm_chunk.append(dt - nominal)
+    ws_base = fakes_url.replace("http://", "ws://", 1)
+    auth = {"Authorization": f"Token {DEEPGRAM_KEY}"}
+    tts: list[float] = []
+    speak_url = ws_base + "/v1/speak?model=aura-2-thalia-en&encoding=mulaw&sample_rate=8000"
+    async with connect(speak_url, additional_headers=auth) as ws:
+        for _ in range(rounds):
+            for line in lines:
+                await ws.send(json.dumps({"type": "Speak", "text": reply_for(line) or line}))
+                t0 = time.perf_counter()
+                await ws.send(json.dumps({"type": "Flush"}))
+                first = None
+                async for msg in ws:
+                    if isinstance(msg, bytes) and first is None:
+                        first = (time.perf_counter() - t0) * 1000.0
+                        tts.append(first - inj.tts_ttfb_ms)
+                    elif isinstance(msg, str) and '"Flushed"' in msg:
+                        break
+    chunk, first_byte = _pct(llm_chunk), _pct(tts)
+    return {
+        "llm_first_token_extra_ms": _pct(llm_first),
+        "llm_first_chunk_extra_ms": chunk,
+        "tts_first_byte_extra_ms": first_byte,
+        "floor_p50_ms": round(chunk["p50"] + first_byte["p50"], 2),
+    }
+
+
 def pipecat_available(python: str) -> str | None:
     """None if ``python`` can run the Pipecat side, else why not."""
     import subprocess
@@ -925,7 +1037,7 @@ def compare(scenarios: list[dict[str, Any]], inj: Injected) -> dict[str, Any]:
     out: dict[str, Any] = {"ratios": [], "targets": {}}
     for conc in sorted({s["concurrency"] for s in scenarios}):
         ours = find("nixflex", "standard", conc)
-        for mode in ("pipecat-ws", "pipecat-http"):
+        for mode in sorted({s["mode"] for s in scenarios if s["engine"] == "pipecat"}):
             theirs = find("pipecat", mode, conc)
             if ours is None or theirs is None:
                 continue
@@ -954,6 +1066,14 @@ def compare(scenarios: list[dict[str, Any]], inj: Injected) -> dict[str, Any]:
             "target": "p50 <= 5 ms and p95 <= 20 ms",
             "met": bool(o["p50"] <= 5 and o["p95"] <= 20),
         }
+        f = ours["summary"].get("overhead_minus_fakes_floor_ms")
+        if f is not None:
+            t[f"overhead_minus_fakes_floor_x{conc}"] = {
+                "p50_ms": f["p50"],
+                "p95_ms": f["p95"],
+                "met": bool(f["p50"] <= 5 and f["p95"] <= 20),
+                "note": "informative: the target is on the overhead above",
+            }
         b = ours["summary"]["barge_in_after_threshold_ms"]
         if b["n"]:
             t[f"barge_in_x{conc}"] = {
@@ -982,6 +1102,10 @@ def compare(scenarios: list[dict[str, Any]], inj: Injected) -> dict[str, Any]:
 
 
 async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
+    if args.harness_nice:
+        # The fakes (started from here, so they inherit it) and the callees (this process)
+        # stand for other machines: they yield the CPU to the engine, which runs at nice 0.
+        os.nice(args.harness_nice)
     inj = Injected(
         stt_final_delay_ms=args.stt_final_delay_ms,
         stt_finalize_delay_ms=args.stt_finalize_delay_ms,
@@ -997,25 +1121,29 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_pipecat:
         pipecat_why = pipecat_available(args.pipecat_python)
         if pipecat_why is None:
-            pipecat_modes = [f"pipecat-{m}" for m in args.pipecat_tts.split(",") if m]
+            pipecat_modes = [f"pipecat-{m}" for m in args.pipecat_modes.split(",") if m]
         else:
             print(f"Pipecat side skipped: {pipecat_why}", flush=True)
     plan: list[Scenario] = []
     for conc in levels:
         calls = args.calls if conc == 1 else conc
+        others = args.calls_others if conc == 1 else conc
         plan.append(Scenario("nixflex", "standard", conc, calls))
         if args.preemptive and (conc == 1 or args.preemptive_all):
-            plan.append(Scenario("nixflex", "preemptive", conc, calls))
+            plan.append(Scenario("nixflex", "preemptive", conc, others))
         for mode in pipecat_modes:
             if conc == 1 or args.pipecat_all:
-                plan.append(Scenario("pipecat", mode, conc, calls))
+                plan.append(Scenario("pipecat", mode, conc, others))
     print(f"turn_latency: {len(plan)} scenario(s); {machine_info()['uptime']}", flush=True)
     fakes_argv = [sys.executable, __file__, "--role", "fakes", *inj.fakes_args()]
     scenarios: list[dict[str, Any]] = []
+    lines = measured_lines(max(args.turns, 1), False)
     async with Child("fakes", fakes_argv) as fakes:
+        calibration = await calibrate(fakes.url, inj, lines, 1 if args.quick else 3)
+        print_calibration(calibration)
         for sc in plan:
             scenarios.append(await run_scenario(sc, fakes, args, inj))
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "turn_latency",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine_info(),
@@ -1046,12 +1174,28 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             },
             "barge_in_threshold_ms": _threshold(),
         },
+        "fakes_calibration": calibration,
         "pipecat_skipped": pipecat_why,
         "scenarios": scenarios,
     }
+    floor = calibration["floor_p50_ms"]
+    for sc_out in scenarios:
+        if sc_out["engine"] == "nixflex":
+            rest = [t["overhead_ms"] - floor for t in sc_out["turns"]]
+            sc_out["summary"]["overhead_minus_fakes_floor_ms"] = _pct(rest)
     result["comparison"] = compare(scenarios, inj)
     print_comparison(result["comparison"])
     return result
+
+
+def print_calibration(cal: dict[str, Any]) -> None:
+    parts = ", ".join(
+        f"{k[:-3]} {v['p50']}/{v['p95']}" for k, v in cal.items() if isinstance(v, dict)
+    )
+    print(f"fakes to a minimal client, actual - nominal p50/p95 (ms): {parts}", flush=True)
+    print(
+        f"  floor of any engine here (LLM first chunk + TTS first byte): {cal['floor_p50_ms']} ms"
+    )
 
 
 def _threshold() -> float | None:
@@ -1082,17 +1226,38 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 1 call x 1 and 5, 2 turns")
     p.add_argument("--concurrency", default="1,100", help="comma-separated levels")
     p.add_argument("--calls", type=int, default=2, help="sequential calls at concurrency 1")
+    p.add_argument(
+        "--calls-others",
+        type=int,
+        default=1,
+        help="the same for the preemptive and Pipecat scenarios",
+    )
     p.add_argument("--turns", type=int, default=3, help="plain caller turns per call (max 4)")
     p.add_argument("--no-barge-in", dest="barge_in", action="store_false")
     p.add_argument("--no-preemptive", dest="preemptive", action="store_false")
     p.add_argument("--preemptive-all", action="store_true", help="also preemptive at >1 call")
     p.add_argument("--no-pipecat", action="store_true")
     p.add_argument("--pipecat-all", action="store_true", help="Pipecat at every level too")
-    p.add_argument("--pipecat-tts", default="ws", help="ws, http or ws,http")
+    p.add_argument(
+        "--pipecat-modes",
+        default="ws,http",
+        help="Pipecat configurations: ws, http (its TTS), ws-silero, http-silero (stock VAD)",
+    )
     p.add_argument("--pipecat-python", default=str(ROOT / ".venv-pipecat" / "bin" / "python"))
     p.add_argument("--stagger-s", type=float, default=3.0, help="spread of call starts")
     p.add_argument("--waterfall-all", action="store_true", help="per-turn rows at every level")
     p.add_argument("--gc-freeze", action="store_true", help="engine: gc.freeze() at start")
+    p.add_argument(
+        "--harness-nice",
+        type=int,
+        default=5,
+        help="niceness of the fakes and the callees (the engine stays at 0); 0 to disable",
+    )
+    p.add_argument(
+        "--per-call-clients",
+        action="store_true",
+        help="engine: SDK clients built per call (CallContext without clients), not shared",
+    )
     p.add_argument("--json-out", type=Path, default=None)
     p.add_argument("--cprofile", default="", help="engine: write cProfile stats to this file")
     # engine / fakes roles
@@ -1110,7 +1275,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         if "--concurrency" not in (argv or sys.argv):
             args.concurrency = "1,5"
-        args.calls = 1
+        args.calls = args.calls_others = 1
         args.turns = min(args.turns, 2)
         args.stagger_s = min(args.stagger_s, 1.0)
     args.turns = max(0, min(args.turns, len(CALLER_LINES)))
