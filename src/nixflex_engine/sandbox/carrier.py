@@ -390,7 +390,15 @@ class CallbackRecord:
 
 @dataclass(slots=True)
 class CarrierCall:
-    """One call as the carrier played it (tests and the demo read it)."""
+    """One call as the carrier played it (tests and the demo read it).
+
+    ``status`` is the carrier's view (``queued`` … the final status). ``ended_by``: ``callee``
+    (its script hung up, or ``hangup_after_s``), ``engine`` (REST hang-up), ``time_limit``,
+    ``stream_closed`` (the engine closed or refused the media socket), ``stream_rejected``
+    (the upgrade was refused), ``stream_failed`` (no connection), ``twiml_ended`` (no
+    ``<Connect><Stream>``), ``twiml_error``, or the never-connected outcome (``busy``,
+    ``no-answer``, ``failed``). Times are carrier-clock seconds since the create.
+    """
 
     sid: str
     account_sid: str
@@ -408,13 +416,13 @@ class CarrierCall:
     ended_at_s: float | None = None
     duration_s: int | None = None
     ended_by: str | None = None
-    _t0: float = 0.0
-    _end_request: str | None = None
+    _t0: float = field(default=0.0, repr=False)
+    _end_request: str | None = field(default=None, repr=False)
     _end_changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _amd_sending: bool = False
+    _amd_sending: bool = field(default=False, repr=False)
     _helpers: list[asyncio.Task[Any]] = field(default_factory=list, repr=False)
     _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
-    _sequence: int = 0
+    _sequence: int = field(default=0, repr=False)
 
     @property
     def done(self) -> bool:
