@@ -166,7 +166,13 @@ def register_sandbox(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
     p.add_argument("--port", type=int, default=8099, help="Port to bind.")
-    p.add_argument("--speed", type=float, default=1.0, help="Carrier/line clock multiplier.")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="Carrier and callee clock multiplier (keep 1 with a real engine: its playout "
+        "runs in real time).",
+    )
     p.add_argument("--scripts", default=None, help="JSON file of per-number call scripts.")
     p.add_argument(
         "--twilio-account",
