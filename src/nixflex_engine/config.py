@@ -11,10 +11,12 @@ path exists only for tests: the sandbox is chosen by configuration alone.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -95,6 +97,29 @@ class Settings(BaseSettings):
         None, description="Anthropic API root; unset = api.anthropic.com."
     )
     llm_model: str = Field("claude-haiku-4-5", description="Default Claude model for agents.")
+
+    # --- custom chains ----------------------------------------------------------------------
+    allowed_chain_factories: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Chain factories agents may name in chain_factory: exact import paths "
+        "(myapp.chains:build) or whole modules (myapp.chains:*), comma-separated or a JSON "
+        "list. Empty: none (every agent runs the standard chain).",
+    )
+
+    @field_validator("allowed_chain_factories", mode="before")
+    @classmethod
+    def _factory_list(cls, value: object) -> object:
+        from nixflex_engine.calls.factories import check_allowed_entry
+
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = json.loads(text)
+            else:
+                value = [part for part in text.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            return [check_allowed_entry(str(item)) for item in value]
+        return value
 
     @field_validator(
         "public_base_url", "twilio_api_base_url", "deepgram_base_url", "anthropic_base_url"

@@ -46,6 +46,7 @@ async def create_agent(call: ApiCall) -> Reply:
         body,
         creating=True,
         allow_private_webhooks=services.settings.allow_private_webhook_urls,
+        allowed_chain_factories=services.settings.allowed_chain_factories,
     )
     config = {**agent_defaults(services.settings.llm_model), **clean}
     agent = await services.repos.agents.create(call.account_id, config)
@@ -90,6 +91,7 @@ async def update_agent(call: ApiCall) -> Reply:
         body,
         creating=False,
         allow_private_webhooks=services.settings.allow_private_webhook_urls,
+        allowed_chain_factories=services.settings.allowed_chain_factories,
     )
     updated = await services.repos.agents.replace_config(
         agent.agent_id, call.account_id, {**agent.config, **clean}

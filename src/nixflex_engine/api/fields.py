@@ -12,13 +12,14 @@ import functools
 import ipaddress
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from nixflex_engine.api.errors import ApiError
+from nixflex_engine.calls.factories import CHAIN_FACTORY_PATTERN, factory_allowed, is_factory_path
 
 __all__ = [
     "AGENT_FIELDS",
@@ -252,6 +253,17 @@ def _extraction_schema(field: str, value: object) -> dict[str, str]:
     return check_string_map(field, value, max_items=50, max_key=64, max_value=500)
 
 
+def _chain_factory(field: str, value: object) -> str | None:
+    text = check_string(field, value, max_length=200, nullable=True)
+    if text is None or text == "":
+        return None
+    if not is_factory_path(text):
+        raise ApiError.invalid(
+            field, f"'{field}' must be an import path 'module:attribute', e.g. myapp.chains:build."
+        )
+    return text
+
+
 @dataclass(slots=True, frozen=True)
 class AgentField:
     """One agent field: its validator, its default, and its OpenAPI schema."""
@@ -411,6 +423,15 @@ def _build_fields(default_llm_model: str) -> tuple[AgentField, ...]:
             {"type": "string", "maxLength": 64},
             "IANA time zone of the agent.",
         ),
+        AgentField(
+            "chain_factory",
+            _chain_factory,
+            None,
+            {"type": ["string", "null"], "maxLength": 200, "pattern": CHAIN_FACTORY_PATTERN},
+            "Import path (module:attribute) of a function building this agent's processor "
+            "chain for each call; it must be allowed by the operator's allowed_chain_factories "
+            "setting. null: the standard chain.",
+        ),
     )
 
 
@@ -429,8 +450,13 @@ def validate_agent_fields(
     *,
     creating: bool,
     allow_private_webhooks: bool,
+    allowed_chain_factories: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The validated subset of agent fields in ``body`` (all-or-nothing)."""
+    """The validated subset of agent fields in ``body`` (all-or-nothing).
+
+    A ``chain_factory`` not in ``allowed_chain_factories`` (the operator's setting) is refused
+    with ``400 chain_factory_not_allowed``.
+    """
     reject_unknown(body, AGENT_FIELD_NAMES)
     if creating and (body.get("name") is None):
         raise ApiError.missing("name")
@@ -445,6 +471,15 @@ def validate_agent_fields(
             )
         else:
             clean[spec.name] = spec.check(spec.name, value)
+    factory = clean.get("chain_factory")
+    if factory is not None and not factory_allowed(factory, allowed_chain_factories):
+        raise ApiError(
+            400,
+            "chain_factory_not_allowed",
+            "This chain factory is not allowed on this engine: the operator lists the allowed "
+            "ones in the allowed_chain_factories setting.",
+            {"field": "chain_factory", "chain_factory": factory[:200]},
+        )
     return clean
 
 

@@ -39,6 +39,7 @@ from twilio.request_validator import RequestValidator
 
 from nixflex_engine.calls.chain import AgentProfile, CallContext, build_standard_chain
 from nixflex_engine.calls.dialer import Dialer, TwilioCredentials
+from nixflex_engine.calls.factories import resolve_chain_factory
 from nixflex_engine.calls.run import CallOutcome, run_call
 from nixflex_engine.calls.tokens import media_stream_token
 from nixflex_engine.config import Settings
@@ -324,7 +325,14 @@ class CallSessions:
             recording = (
                 self._settings.recordings_dir / f"{call_id}.wav" if profile.record_call else None
             )
-            chain = self._chain_factory(ctx)
+            # The agent's own chain factory (if it names one the operator allows), else the
+            # server's; a broken one raises here and the call ends as an error.
+            factory = resolve_chain_factory(
+                agent.config if agent else {},
+                allowed=self._settings.allowed_chain_factories,
+                default=self._chain_factory,
+            )
+            chain = factory(ctx)
 
             def attach(task: PipelineTask) -> None:
                 live.task = task
