@@ -17,6 +17,8 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from nixflex_engine.calls.dialer import DialResult
+from nixflex_engine.calls.twilio_dialer import TwilioDialer
+from nixflex_engine.config import Settings
 from nixflex_engine.sandbox.callee import Hangup, Say, Silence, UntilAgentSilent
 from nixflex_engine.sandbox.carrier import (
     DEFAULT_AMD,
@@ -30,7 +32,7 @@ from nixflex_engine.sandbox.carrier import (
 from nixflex_engine.sandbox.serve import serve_app
 from nixflex_engine.sandbox.voicemail_scripts import AmdOutcome, get_script
 
-from .conftest import GREETING, World, WorldFactory
+from .conftest import GREETING, SPEED, EngineSide, World, WorldFactory, engine_app
 
 TALK = [Silence(200), Say("Hello?"), UntilAgentSilent(silence_ms=400), Hangup()]
 #: Stays on the line well past the default AMD decision (2.15 s after the stream starts).
@@ -444,3 +446,43 @@ async def test_amd_callback_in_flight_when_the_call_ends(make_world: WorldFactor
     assert amd.http_status == 204 and amd.error is None
     assert call.ended_at_s is not None and amd.at_s < call.ended_at_s
     assert call.ended_by == "callee"
+
+
+async def test_two_nodes_each_get_their_own_calls(make_world: WorldFactory) -> None:
+    """Two engine nodes dialing through one carrier: each call's stream and callbacks reach
+    the node that dialed it (its own public URL in the TwiML and callback URLs)."""
+    w: World = await make_world()
+    other = EngineSide(public_base_url="", auth_tokens=dict(w.engine.auth_tokens))
+    holder: dict[str, Starlette] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await holder["app"](scope, receive, send)
+
+    async with serve_app(app) as url_b:
+        other.public_base_url = url_b
+        settings_b = Settings(public_base_url=url_b, twilio_api_base_url=w.carrier_url)
+        holder["app"] = engine_app(
+            other, public_ws_base_url=settings_b.public_ws_base_url, speed=SPEED
+        )
+        dialer_b = TwilioDialer(settings_b)
+        try:
+            w.carrier.default_script = CarrierScript.answer(TALK, ring_s=0.2)
+            w.engine.expected_tokens.add("tok-a")
+            other.expected_tokens.add("tok-b")
+            a, b = await asyncio.gather(
+                w.dialer.dial(w.request("+15550122015", stream_token="tok-a")),
+                dialer_b.dial(w.request("+15550122016", stream_token="tok-b")),
+            )
+            calls = await asyncio.gather(
+                w.carrier.wait_ended(a.call_sid, 20), w.carrier.wait_ended(b.call_sid, 20)
+            )
+        finally:
+            await dialer_b.aclose()
+    assert [s.start.call_sid for s in w.engine.streams] == [a.call_sid]
+    assert [s.start.call_sid for s in other.streams] == [b.call_sid]
+    assert {c.form["CallSid"] for c in w.engine.callbacks} == {a.call_sid}
+    assert {c.form["CallSid"] for c in other.callbacks} == {b.call_sid}
+    for call in calls:
+        assert call.statuses_sent() == ["initiated", "ringing", "in-progress", "completed"]
+        assert call.heard_text() == GREETING
+    assert all(c.valid for c in w.engine.callbacks + other.callbacks)
