@@ -37,6 +37,8 @@ either way it is returned in ``DialResult.stream_token``. It is never logged.
 :meth:`TwilioDialer.hangup` updates the call to ``completed`` — which Twilio applies to a
 call in any live state — and falls back to ``canceled`` when Twilio answers 21220 (call not in
 a state that allows it); 20404 means the call is already gone, which is success.
+:meth:`TwilioDialer.call_status` fetches a call as Twilio has it (``None`` once Twilio does
+not know it), for reconciling calls a crash left open.
 
 Errors: the SDK raises ``TwilioRestException`` for the classic body and
 ``TwilioServiceException`` (a sibling, *not* a subclass) for RFC-9457 bodies; both are caught
