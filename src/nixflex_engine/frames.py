@@ -48,6 +48,8 @@ __all__ = [
     "LLMResponseEndFrame",
     "LLMResponseStartFrame",
     "LLMTextFrame",
+    "LLMToolCallFrame",
+    "LLMToolResultFrame",
     "LLMUsageFrame",
     "MarkFrame",
     "MarkPlayedFrame",
@@ -342,6 +344,27 @@ class LLMUsageFrame(SystemFrame):
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+    turn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMToolCallFrame(SystemFrame):
+    """The LLM asked for a tool mid-reply (Claude ``tool_use``): the handler runs next."""
+
+    tool_use_id: str
+    name: str
+    input: dict[str, Any] = field(default_factory=dict)
+    turn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMToolResultFrame(SystemFrame):
+    """What a tool handler returned (sent back to the LLM, which then continues its reply)."""
+
+    tool_use_id: str
+    name: str
+    result: str
+    is_error: bool = False
     turn: int = 0
 
 

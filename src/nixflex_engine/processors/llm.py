@@ -27,8 +27,22 @@ honoured), 408, 409, 500, 502, 503, 504, connection errors and timeouts, and a m
 ``retry_deadline_ms`` after the context arrived (each attempt's wait for its first token is
 bounded by what is left of it).
 
+Tools (Claude tool use): give the processor :class:`LLMTool` s (name, description, JSON-schema
+input, an async handler). When the model answers with ``tool_use`` blocks, the processor emits
+``LLMToolCallFrame``, awaits the handler (bounded by ``tool_timeout_ms``; an exception or a
+timeout becomes an error result the model sees), emits ``LLMToolResultFrame``, sends the
+``tool_result`` back and streams the continuation of the same reply — text spoken before the
+tool call ("let me check") and after it are one reply, one turn. At most ``max_tool_rounds``
+rounds of tool calls per reply (the last request is made with ``tool_choice: none``). A handler
+runs inside the reply: a barge-in cancels it with the stream. Once a tool has been called the
+reply is never retried (that would call the tool twice): a later failure before any text ends
+it with the apology. The tool exchange is not kept in the conversation: the next turn's context
+has what the caller heard.
+
 A new provider is one subclass of :class:`LLMService` implementing :meth:`LLMService.stream_reply`
-(an async generator of text deltas and :class:`LLMUsage`) and :meth:`LLMService.retry_hint`.
+(an async generator of text deltas, :class:`LLMUsage` and, with tools, :class:`ToolCall` /
+:class:`ToolResult` — :meth:`LLMService.call_tool` runs a handler) and
+:meth:`LLMService.retry_hint`.
 """
 
 from __future__ import annotations
@@ -36,10 +50,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import anthropic
@@ -54,6 +69,8 @@ from nixflex_engine.frames import (
     LLMResponseEndFrame,
     LLMResponseStartFrame,
     LLMTextFrame,
+    LLMToolCallFrame,
+    LLMToolResultFrame,
     LLMUsageFrame,
     MetricsFrame,
     TTSSpeakFrame,
@@ -65,8 +82,13 @@ __all__ = [
     "DEFAULT_APOLOGY",
     "ClaudeLLM",
     "LLMService",
+    "LLMTool",
     "LLMUsage",
+    "ReplyItem",
     "RetryHint",
+    "ToolCall",
+    "ToolHandler",
+    "ToolResult",
     "anthropic_client",
     "anthropic_retry_hint",
     "backoff_delay_ms",
@@ -92,6 +114,62 @@ class LLMUsage:
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
+
+
+def _add_usage(a: LLMUsage, b: LLMUsage) -> LLMUsage:
+    return LLMUsage(
+        a.input_tokens + b.input_tokens,
+        a.output_tokens + b.output_tokens,
+        a.cache_read_input_tokens + b.cache_read_input_tokens,
+        a.cache_creation_input_tokens + b.cache_creation_input_tokens,
+    )
+
+
+#: A tool's handler: receives the model's ``input`` (a dict matching the tool's
+#: ``input_schema``) and returns the result the model reads — a string, or anything
+#: JSON-serializable (sent as JSON text).
+ToolHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMTool:
+    """A tool the model may call mid-reply: what it is for, its input, and who answers it."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+    handler: ToolHandler
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as the Messages API's ``tools`` entry (handler left out)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": dict(self.input_schema),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One ``tool_use`` block of a reply, as :meth:`LLMService.stream_reply` yields it."""
+
+    tool_use_id: str
+    name: str
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool's handler returned for a :class:`ToolCall` (``is_error``: it failed)."""
+
+    tool_use_id: str
+    name: str
+    result: str
+    is_error: bool = False
+
+
+#: What :meth:`LLMService.stream_reply` yields.
+ReplyItem = str | LLMUsage | ToolCall | ToolResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +230,22 @@ class LLMService(FrameProcessor, abc.ABC):
         backoff_base_ms: float = 250.0,
         backoff_max_ms: float = 2_000.0,
         rng: random.Random | None = None,
+        tools: Sequence[LLMTool] = (),
+        tool_timeout_ms: float = 10_000.0,
+        max_tool_rounds: int = 4,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if max_tool_rounds < 1:
+            raise ValueError("max_tool_rounds must be at least 1")
+        names = [tool.name for tool in tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+        self.tools: tuple[LLMTool, ...] = tuple(tools)
+        self.tool_timeout_ms = tool_timeout_ms
+        self.max_tool_rounds = max_tool_rounds
         self.apology = apology
         self.max_attempts = max_attempts
         self.retry_deadline_ms = retry_deadline_ms
@@ -169,14 +258,47 @@ class LLMService(FrameProcessor, abc.ABC):
     # --- provider hooks --------------------------------------------------------------------
 
     @abc.abstractmethod
-    def stream_reply(self, frame: LLMContextFrame) -> AsyncGenerator[str | LLMUsage, None]:
+    def stream_reply(self, frame: LLMContextFrame) -> AsyncGenerator[ReplyItem, None]:
         """Open one request for ``frame``; yield text deltas as they arrive and
-        :class:`LLMUsage` whenever the counts change. Closing the generator must close the
-        request."""
+        :class:`LLMUsage` whenever the counts change (cumulative over the reply). With tools:
+        yield each :class:`ToolCall`, then the :class:`ToolResult` of :meth:`call_tool`, then
+        continue the reply. Closing the generator must close the request."""
 
     @abc.abstractmethod
     def retry_hint(self, exc: BaseException) -> RetryHint:
         """Whether ``exc`` (raised by :meth:`stream_reply`) is worth another attempt."""
+
+    async def call_tool(self, call: ToolCall) -> ToolResult:
+        """Run the handler of ``call``'s tool, bounded by ``tool_timeout_ms``. Never raises
+        (but for cancellation): an unknown tool, a timeout or an exception is an error result
+        the model reads, so it can tell the caller."""
+        tool = next((t for t in self.tools if t.name == call.name), None)
+        if tool is None:
+            return ToolResult(call.tool_use_id, call.name, f"Unknown tool {call.name!r}.", True)
+        try:
+            async with asyncio.timeout(self.tool_timeout_ms / 1000.0):
+                value = await tool.handler(dict(call.input))
+        except TimeoutError:
+            log_event(
+                _log,
+                "llm.tool_timeout",
+                level=logging.WARNING,
+                call_id=self.call_id,
+                tool=tool.name,
+            )
+            return ToolResult(call.tool_use_id, call.name, "The tool timed out.", True)
+        except Exception as exc:
+            log_event(
+                _log,
+                "llm.tool_failed",
+                level=logging.WARNING,
+                call_id=self.call_id,
+                tool=tool.name,
+                error=repr(exc),
+            )
+            return ToolResult(call.tool_use_id, call.name, f"The tool failed: {exc}", True)
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return ToolResult(call.tool_use_id, call.name, text)
 
     # --- frames ----------------------------------------------------------------------------
 
@@ -214,6 +336,7 @@ class LLMService(FrameProcessor, abc.ABC):
         deadline_ms = started_ms + self.retry_deadline_ms
         usage: LLMUsage | None = None
         emitted = False
+        tool_called = False  # a tool ran: never retry (it would run twice)
         attempt = 0
         while True:
             attempt += 1
@@ -226,6 +349,29 @@ class LLMService(FrameProcessor, abc.ABC):
                         async for item in gen:
                             if isinstance(item, LLMUsage):
                                 usage = item
+                                continue
+                            if isinstance(item, ToolCall):
+                                tool_called = True
+                                first_token_deadline.reschedule(None)
+                                await self.push_frame(
+                                    LLMToolCallFrame(
+                                        tool_use_id=item.tool_use_id,
+                                        name=item.name,
+                                        input=dict(item.input),
+                                        turn=turn,
+                                    )
+                                )
+                                continue
+                            if isinstance(item, ToolResult):
+                                await self.push_frame(
+                                    LLMToolResultFrame(
+                                        tool_use_id=item.tool_use_id,
+                                        name=item.name,
+                                        result=item.result,
+                                        is_error=item.is_error,
+                                        turn=turn,
+                                    )
+                                )
                                 continue
                             if not item:
                                 continue
@@ -275,7 +421,8 @@ class LLMService(FrameProcessor, abc.ABC):
                     )
                 )
                 give_up = (
-                    not hint.retryable
+                    tool_called
+                    or not hint.retryable
                     or attempt >= self.max_attempts
                     or self.now_ms() + delay_ms >= deadline_ms
                 )
@@ -326,6 +473,16 @@ def _usage_of(raw: Any) -> LLMUsage:
     )
 
 
+def _block_param(block: Any) -> dict[str, Any]:
+    """A content block of a reply as a request's content block (the assistant turn resent)."""
+    if block.type == "tool_use":
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    if block.type == "text":
+        return {"type": "text", "text": block.text}
+    dumped: dict[str, Any] = block.model_dump(exclude_none=True)
+    return dumped
+
+
 def anthropic_client(
     api_key: str,
     base_url: str | None = None,
@@ -372,6 +529,9 @@ class ClaudeLLM(LLMService):
         backoff_base_ms: float = 250.0,
         backoff_max_ms: float = 2_000.0,
         rng: random.Random | None = None,
+        tools: Sequence[LLMTool] = (),
+        tool_timeout_ms: float = 10_000.0,
+        max_tool_rounds: int = 4,
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -381,6 +541,9 @@ class ClaudeLLM(LLMService):
             backoff_base_ms=backoff_base_ms,
             backoff_max_ms=backoff_max_ms,
             rng=rng,
+            tools=tools,
+            tool_timeout_ms=tool_timeout_ms,
+            max_tool_rounds=max_tool_rounds,
             name=name,
         )
         self.model = model
@@ -407,25 +570,59 @@ class ClaudeLLM(LLMService):
     def retry_hint(self, exc: BaseException) -> RetryHint:
         return anthropic_retry_hint(exc)
 
-    async def stream_reply(self, frame: LLMContextFrame) -> AsyncGenerator[str | LLMUsage, None]:
+    async def stream_reply(self, frame: LLMContextFrame) -> AsyncGenerator[ReplyItem, None]:
+        """Stream Claude's reply; with tools, run each ``tool_use`` and continue the reply."""
         system: Iterable[Any] | anthropic.Omit = (
             [{"type": "text", "text": frame.system, "cache_control": {"type": "ephemeral"}}]
             if frame.system
             else anthropic.omit
         )
-        async with self._client.messages.stream(
-            model=self.model,
-            max_tokens=self.max_tokens,
-            system=cast(Any, system),
-            messages=cast(Any, list(frame.messages)),
-        ) as stream:
-            async for event in stream:
-                if event.type == "text":
-                    yield event.text
-                elif event.type == "message_start":
-                    yield _usage_of(event.message.usage)
-                elif event.type == "message_delta":
-                    yield _usage_of(stream.current_message_snapshot.usage)
+        messages: list[Any] = list(frame.messages)
+        tools = [tool.definition() for tool in self.tools]
+        spent = LLMUsage()  # usage of the finished rounds of this reply
+        for round_no in range(self.max_tool_rounds + 1):
+            extra: dict[str, Any] = {}
+            if tools:
+                extra["tools"] = tools
+                if round_no == self.max_tool_rounds:  # enough tools: the model must answer
+                    extra["tool_choice"] = {"type": "none"}
+            async with self._client.messages.stream(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=cast(Any, system),
+                messages=cast(Any, messages),
+                **extra,
+            ) as stream:
+                async for event in stream:
+                    if event.type == "text":
+                        yield event.text
+                    elif event.type == "message_start":
+                        yield _add_usage(spent, _usage_of(event.message.usage))
+                    elif event.type == "message_delta":
+                        yield _add_usage(spent, _usage_of(stream.current_message_snapshot.usage))
+                final = await stream.get_final_message()
+            spent = _add_usage(spent, _usage_of(final.usage))
+            uses = [block for block in final.content if block.type == "tool_use"]
+            if final.stop_reason != "tool_use" or not uses:
+                return
+            messages.append(
+                {"role": "assistant", "content": [_block_param(b) for b in final.content]}
+            )
+            results: list[dict[str, Any]] = []
+            for block in uses:
+                call = ToolCall(block.id, block.name, dict(cast(Mapping[str, Any], block.input)))
+                yield call
+                result = await self.call_tool(call)
+                yield result
+                results.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": result.tool_use_id,
+                        "content": result.result,
+                        "is_error": result.is_error,
+                    }
+                )
+            messages.append({"role": "user", "content": results})
 
     async def cleanup(self) -> None:
         await super().cleanup()
