@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
-    app = create_app(settings, dialer=build_dialer(settings))
+    app = create_app(settings, dialer=build_dialer(settings), close_dialer=True)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
     return 0
 

@@ -9,7 +9,10 @@ fakes), so there is one app and one error envelope.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -31,12 +34,14 @@ from nixflex_engine.calls.analysis import analysis_client
 from nixflex_engine.calls.chain import build_standard_chain
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
+from nixflex_engine.calls.recordings import LocalRecordingStore, RecordingStore
 from nixflex_engine.calls.session import CallSessions, ChainFactory
+from nixflex_engine.calls.webhooks import WebhookWorker
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.store.db import Database, upgrade
-from nixflex_engine.store.repositories import Repositories
+from nixflex_engine.store.repositories import CallRecord, Repositories
 
 __all__ = ["MAX_BODY_BYTES", "api_routes", "build_services", "create_app"]
 
@@ -72,6 +77,7 @@ def build_services(
         ),
         metrics=metrics,
         auth_cache=AuthCache(settings.auth_cache_seconds),
+        recordings=LocalRecordingStore(settings.recordings_dir),
         outbound=OutboundCallService(
             repos=repos,
             crypto=crypto,
@@ -104,6 +110,13 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+async def keep_recording(store: RecordingStore, record: CallRecord) -> None:
+    """After the call: hand the recorder's WAV to the recording store (a no-op for the local
+    directory, where the recorder already wrote it in place)."""
+    if record.recording_path:
+        await store.save(record.call_id, Path(record.recording_path))
+
+
 def create_app(
     settings: Settings,
     *,
@@ -112,6 +125,8 @@ def create_app(
     migrate: bool = True,
     chain_factory: ChainFactory = build_standard_chain,
     analysis: bool = True,
+    reconcile_stale_after_s: float = 30.0,
+    reconcile_ringing_after_s: float = 150.0,
 ) -> Starlette:
     """The engine's ASGI app.
 
@@ -119,6 +134,10 @@ def create_app(
     ``dialer_not_configured``). ``migrate`` applies database migrations on start-up.
     ``chain_factory`` turns an agent into its processor chain for each call; ``analysis``
     runs the post-call analysis (through the Anthropic settings) after each call.
+    ``reconcile_stale_after_s``: a live call no node has touched for this long is reconciled
+    with the carrier (at start-up, after migrations, and periodically; see
+    :meth:`CallSessions.reconcile`); ``reconcile_ringing_after_s`` the same for a call still
+    queued or ringing (the carrier may ring for a minute without telling anyone).
     """
     metrics = Metrics()
 
@@ -127,6 +146,8 @@ def create_app(
         db = Database(settings.database_url)
         client = analysis_client(settings) if analysis else None
         sessions: CallSessions | None = None
+        webhooks: WebhookWorker | None = None
+        maintenance: asyncio.Task[None] | None = None
         try:
             if migrate:
                 await upgrade(db)
@@ -136,6 +157,23 @@ def create_app(
                 repos=services.repos, client=client, default_model=settings.llm_model
             )
             app.state.after_call = after
+            services_ = services
+            after.add_on_final(
+                lambda record: keep_recording(services_.recordings, record),
+            )
+            webhooks = WebhookWorker(
+                repos=services.repos,
+                crypto=services.crypto,
+                serialize=lambda record: calls.call_json(record, settings),
+                allow_private=settings.allow_private_webhook_urls,
+                timeout_s=settings.webhook_timeout_seconds,
+                lease_s=settings.webhook_lease_seconds,
+                max_concurrency=settings.webhook_max_concurrency,
+                poll_interval_s=settings.webhook_poll_interval_seconds,
+            )
+            after.add_on_final(webhooks.on_call_final)
+            webhooks.start()
+            app.state.webhooks = webhooks
             sessions = CallSessions(
                 settings=settings,
                 repos=services.repos,
@@ -143,15 +181,28 @@ def create_app(
                 dialer=dialer,
                 chain_factory=chain_factory,
                 after_call=after,
+                stale_after_s=reconcile_stale_after_s,
+                ring_stale_after_s=reconcile_ringing_after_s,
             )
             app.state.sessions = sessions
+            await sessions.reconcile()
+            maintenance = asyncio.create_task(sessions.run_maintenance(), name="calls-maintenance")
             log_event(_log, "server.started", database=db.dialect_name)
             yield
         finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
             if sessions is not None:
                 await sessions.shutdown()
+            if webhooks is not None:
+                await webhooks.stop()
             if client is not None:
                 await client.close()
+            aclose = getattr(dialer, "aclose", None)
+            if close_dialer and aclose is not None:
+                await aclose()
             await db.dispose()
 
     def current_sessions() -> CallSessions:
