@@ -17,9 +17,13 @@ import asyncio
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from nixflex_engine.calls.twilio_dialer import CarrierCallStatus
 
 __all__ = [
+    "CallStatusSource",
     "DialError",
     "DialRequest",
     "DialResult",
@@ -95,6 +99,16 @@ class Dialer(Protocol):
     async def hangup(self, call_sid: str, credentials: TwilioCredentials) -> None:
         """End (or cancel, if not yet answered) a call; a call already gone is not an error."""
         ...
+
+
+@runtime_checkable
+class CallStatusSource(Protocol):
+    """An optional dialer capability: the call as the carrier has it now (``None``: the
+    carrier does not know it). Used to reconcile calls a crash left open."""
+
+    async def call_status(
+        self, call_sid: str, credentials: TwilioCredentials
+    ) -> CarrierCallStatus | None: ...
 
 
 class InstantDialer:

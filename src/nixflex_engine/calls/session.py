@@ -19,6 +19,15 @@ Every path ends in :meth:`CallRepository.finish_call`, which releases the concur
 exactly once however many paths race to it. Then ``after_call`` runs (post-call analysis and
 webhooks hang off it).
 
+Calls a crash left open are reconciled with the carrier (:meth:`CallSessions.reconcile`, run
+at start-up and then periodically by :meth:`CallSessions.run_maintenance`): a node heartbeats
+the calls it holds (their ``updated_at``), so a call nothing has touched for
+``stale_after_s`` (``ring_stale_after_s`` while queued or ringing, which can legitimately last
+as long as the carrier rings) and that is not live here was lost with its node. The carrier
+is asked how the call stands: over → finished with the carrier's status (a call that was
+connected ends as ``error``: its session was lost); still up → hung up and finished as
+``error``; unknown to the carrier → ``failed``. The slot is released and ``after_call`` runs.
+
 The per-call stream token is a keyed hash of the call's reference (so any node with the same
 key can check it), used once: a reused token, a token for a call already over, or a call that
 is not in flight closes the socket.
@@ -31,14 +40,14 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from twilio.request_validator import RequestValidator
 
 from nixflex_engine.calls.chain import AgentProfile, CallContext, build_standard_chain
-from nixflex_engine.calls.dialer import Dialer, TwilioCredentials
+from nixflex_engine.calls.dialer import CallStatusSource, Dialer, DialError, TwilioCredentials
 from nixflex_engine.calls.factories import resolve_chain_factory
 from nixflex_engine.calls.run import CallOutcome, run_call
 from nixflex_engine.calls.tokens import media_stream_token
@@ -115,7 +124,13 @@ class CallSessions:
         dialer: Dialer | None,
         chain_factory: ChainFactory = build_standard_chain,
         after_call: AfterCall | None = None,
+        stale_after_s: float = 30.0,
+        ring_stale_after_s: float = 150.0,
     ) -> None:
+        if stale_after_s <= 0 or ring_stale_after_s <= 0:
+            raise ValueError("stale_after_s and ring_stale_after_s must be positive")
+        self._stale_after_s = stale_after_s
+        self._ring_stale_after_s = ring_stale_after_s
         self._settings = settings
         self._repos = repos
         self._crypto = crypto
@@ -448,6 +463,124 @@ class CallSessions:
                 error=repr(exc),
                 exc_info=exc,
             )
+
+    # --- crash recovery -----------------------------------------------------------------
+
+    async def heartbeat(self) -> int:
+        """Touch the calls this node holds (so other nodes never reconcile them)."""
+        ids = [live.call_id for live in self._live.values() if live.task is not None]
+        return await self._repos.calls.touch_calls(ids) if ids else 0
+
+    async def reconcile(self) -> int:
+        """Finish the calls a crash left open (see the module doc); returns how many."""
+        now = utcnow()
+        oldest = now - timedelta(seconds=min(self._stale_after_s, self._ring_stale_after_s))
+        finished = 0
+        for record in await self._repos.calls.open_calls(updated_before=oldest):
+            if record.call_id in self._live:
+                continue
+            limit = (
+                self._ring_stale_after_s
+                if record.status in ("queued", "ringing")
+                else self._stale_after_s
+            )
+            if record.updated_at > now - timedelta(seconds=limit):
+                continue
+            try:
+                if await self._reconcile_one(record):
+                    finished += 1
+            except Exception as exc:  # one call must not stop the others
+                log_event(
+                    _log,
+                    "call.reconcile_failed",
+                    level=logging.WARNING,
+                    call_id=record.call_id,
+                    error=repr(exc),
+                )
+        if finished:
+            log_event(_log, "call.reconciled", calls=finished)
+        return finished
+
+    async def _reconcile_one(self, record: CallRecord) -> bool:
+        call_id = record.call_id
+        fields: dict[str, Any] = {"ended_at": utcnow()}
+        source = self._dialer if isinstance(self._dialer, CallStatusSource) else None
+        creds = await self._credentials(record)
+        dialed = call_id != record.call_ref  # the carrier's SID was stored
+        carrier: Any = None
+        if dialed and source is not None and creds is not None:
+            try:
+                carrier = await source.call_status(call_id, creds)
+            except DialError as exc:
+                if exc.code is None:  # carrier unreachable: try again later
+                    log_event(
+                        _log,
+                        "call.reconcile_deferred",
+                        level=logging.WARNING,
+                        call_id=call_id,
+                        error=exc.message,
+                    )
+                    return False
+                carrier = None
+        elif dialed:
+            # No way to ask the carrier: the call is over as far as this engine can tell.
+            carrier = None
+        connected = record.status == "in-progress" or record.answered_at is not None
+        if not dialed or carrier is None:
+            status = "completed" if connected else "failed"
+            reason = EndReason.ERROR.value if connected else "failed"
+            if not dialed:
+                fields["twilio_error"] = {
+                    "code": None,
+                    "message": "The engine stopped before the carrier accepted the dial.",
+                    "status": None,
+                }
+        elif carrier.status in FINAL_CALL_STATUSES:
+            status = carrier.status
+            if carrier.answered_by and record.amd_result is None:
+                fields["amd_result"] = carrier.answered_by
+            if status == "completed":
+                answered = connected or bool(carrier.duration_seconds)
+                reason = EndReason.ERROR.value if answered else EndReason.CALLER_HANGUP.value
+                if carrier.duration_seconds is not None:
+                    fields["duration_seconds"] = float(carrier.duration_seconds)
+            else:
+                reason = status
+        else:
+            # Still up at the carrier, but no node holds it: end it.
+            up = carrier.status == "in-progress"
+            if self._dialer is not None and creds is not None:
+                await self._dialer.hangup(call_id, creds)
+            status = "completed" if up or connected else "canceled"
+            reason = EndReason.ERROR.value
+        if connected and record.answered_at is not None and "duration_seconds" not in fields:
+            span = (fields["ended_at"] - record.answered_at).total_seconds()
+            fields["duration_seconds"] = round(max(0.0, span), 2)
+        if not await self._repos.calls.finish_call(call_id, status, reason, **fields):
+            return False
+        log_event(
+            _log,
+            "call.ended",
+            call_id=call_id,
+            status=status,
+            ended_reason=reason,
+            reconciled=True,
+            carrier_status=carrier.status if carrier is not None else None,
+        )
+        await self._run_after_call(call_id, None)
+        return True
+
+    async def run_maintenance(self) -> None:
+        """Heartbeat this node's calls and reconcile lost ones, periodically, until cancelled
+        (the start-up reconcile is the caller's: :meth:`reconcile`)."""
+        interval = max(0.05, min(self._stale_after_s, self._ring_stale_after_s) / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.heartbeat()
+                await self.reconcile()
+            except Exception as exc:
+                log_event(_log, "call.maintenance_failed", level=logging.WARNING, error=repr(exc))
 
     # --- node lifecycle -----------------------------------------------------------------
 

@@ -1079,6 +1079,37 @@ class CallRepository:
 
         return await self._db.write(work)
 
+    async def open_calls(self, *, updated_before: datetime, limit: int = 500) -> list[CallRecord]:
+        """Calls still holding a slot (queued/ringing/in-progress) that nothing has touched
+        since ``updated_before``: candidates for reconciling with the carrier after a crash."""
+        stmt = (
+            calls.select()
+            .where(calls.c.slot_held.is_(True), calls.c.updated_at < updated_before)
+            .order_by(calls.c.updated_at)
+            .limit(limit)
+        )
+
+        def work(conn: sa.Connection) -> list[CallRecord]:
+            return [_call(r) for r in conn.execute(stmt).mappings().all()]
+
+        return await self._db.read(work)
+
+    async def touch_calls(self, call_ids: Sequence[str]) -> int:
+        """Mark live calls as held by a running node (``updated_at`` = now); returns how many
+        are still live. A node heartbeats the calls it holds so other nodes leave them alone."""
+        if not call_ids:
+            return 0
+        stmt = (
+            calls.update()
+            .where(calls.c.call_id.in_(list(call_ids)), calls.c.slot_held.is_(True))
+            .values(updated_at=utcnow())
+        )
+
+        def work(conn: sa.Connection) -> int:
+            return int(conn.execute(stmt).rowcount)
+
+        return await self._db.write(work, single_statement=True)
+
     async def recount_in_flight(self, account_id: str) -> int:
         """Reset the account's slot counter from the rows that hold a slot (repair tool)."""
 
