@@ -22,6 +22,9 @@ __all__ = [
     "agents",
     "api_keys",
     "calls",
+    "campaign_attempts",
+    "campaign_recipients",
+    "campaigns",
     "idempotency_keys",
     "metadata",
     "phone_numbers",
@@ -290,4 +293,112 @@ webhook_attempts = sa.Table(
     # delivered | retry | failed | gone | refused
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# campaigns (migration 0003_campaigns)
+
+_PK = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+# A batch of outbound calls under one agent and prompt (POST /v1/calls/batch). The dispatcher
+# (calls/campaigns.py) dials its recipients; see there for the states and guarantees.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("campaign_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "account_id",
+        sa.String(40),
+        sa.ForeignKey("accounts.account_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("agent_id", sa.String(40), nullable=False),
+    sa.Column("from_number", sa.String(16), nullable=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("prompt", sa.Text, nullable=True),
+    # draft | scheduled | running | paused | completed | canceled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("schedule_type", sa.String(16), nullable=False),
+    sa.Column("scheduled_at", UTCDateTime, nullable=True),
+    sa.Column("window_start_minutes", sa.Integer, nullable=False),
+    sa.Column("window_end_minutes", sa.Integer, nullable=False),
+    # ISO weekdays (1 = Monday) on which the window opens.
+    sa.Column("window_days", JSONValue, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("max_concurrent", sa.Integer, nullable=False),
+    sa.Column("retry_max_attempts", sa.Integer, nullable=False),
+    sa.Column("retry_delay_seconds", sa.Float, nullable=False),
+    sa.Column("retry_on", JSONValue, nullable=False),
+    sa.Column("metadata", JSONValue, nullable=True),
+    # Rows refused at creation with skip_invalid: [{index, phone_number, error}].
+    sa.Column("invalid_recipients", JSONValue, nullable=False),
+    sa.Column("recipients_total", sa.Integer, nullable=False),
+    # Why the dispatcher paused the campaign (a campaign-wide dial error), else NULL.
+    sa.Column("last_error", JSONValue, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("launched_at", UTCDateTime, nullable=True),
+    sa.Column("completed_at", UTCDateTime, nullable=True),
+    sa.Column("canceled_at", UTCDateTime, nullable=True),
+    sa.Index("ix_campaigns_account_created", "account_id", "created_at"),
+    sa.Index("ix_campaigns_status", "status"),
+)
+
+# One row per distinct number of a campaign.
+campaign_recipients = sa.Table(
+    "campaign_recipients",
+    metadata,
+    sa.Column("id", _PK, primary_key=True),
+    sa.Column(
+        "campaign_id",
+        sa.String(40),
+        sa.ForeignKey("campaigns.campaign_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # Index of the (first) row in the request's recipients list: dialing order.
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("phone_number", sa.String(16), nullable=False),
+    sa.Column("dynamic_vars", JSONValue, nullable=False),
+    sa.Column("metadata", JSONValue, nullable=True),
+    sa.Column("prompt_override", sa.Text, nullable=True),
+    # queued | in_progress | completed | failed | canceled
+    sa.Column("state", sa.String(16), nullable=False),
+    # Attempts started (each has a campaign_attempts row and a fixed call_ref).
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # A queued recipient is not dialed before this (retry delay); NULL = at once.
+    sa.Column("next_attempt_at", UTCDateTime, nullable=True),
+    # The current attempt's call reference: fixed when the attempt starts and kept until its
+    # outcome is applied, so whoever dials it writes the one call row with this call_ref
+    # (calls.call_ref is unique: a second dial of the same attempt cannot be recorded, so it
+    # is never placed).
+    sa.Column("call_ref", sa.String(64), nullable=True, unique=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("last_call_id", sa.String(64), nullable=True),
+    sa.Column("last_outcome", sa.String(16), nullable=True),
+    sa.Column("last_error", JSONValue, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("campaign_id", "phone_number", name="uq_campaign_recipients_number"),
+    sa.Index("ix_campaign_recipients_due", "campaign_id", "state", "position"),
+)
+
+# Every attempt ever started, by its call reference (the call row, once written, has the same).
+campaign_attempts = sa.Table(
+    "campaign_attempts",
+    metadata,
+    sa.Column("call_ref", sa.String(64), primary_key=True),
+    sa.Column(
+        "recipient_id",
+        _PK,
+        sa.ForeignKey("campaign_recipients.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("campaign_id", sa.String(40), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # completed | voicemail | busy | no-answer | failed | canceled | rejected; NULL while open
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
 )
