@@ -81,6 +81,24 @@ class Settings(BaseSettings):
     allow_private_webhook_urls: bool = Field(
         False, description="Allow webhook URLs on private or loopback addresses (SSRF guard)."
     )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Seconds one webhook attempt may take, all included."
+    )
+    webhook_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a node holds a claimed webhook delivery; must exceed "
+        "webhook_timeout_seconds. A node that dies leaves its claims to others after this.",
+    )
+    webhook_max_concurrency: int = Field(
+        16, ge=1, le=1000, description="Webhook attempts in flight at once on one node."
+    )
+    webhook_poll_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between a node's looks for due webhooks (deliveries queued on "
+        "the node itself start at once).",
+    )
 
     # --- providers --------------------------------------------------------------------------
     twilio_api_base_url: str | None = Field(

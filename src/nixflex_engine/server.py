@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -157,6 +159,20 @@ def create_app(
                 repos=services.repos, client=client, default_model=settings.llm_model
             )
             app.state.after_call = after
+            after.add_on_final(functools.partial(keep_recording, services.recordings))
+            webhooks = WebhookWorker(
+                repos=services.repos,
+                crypto=services.crypto,
+                serialize=lambda record: calls.call_json(record, settings),
+                allow_private=settings.allow_private_webhook_urls,
+                timeout_s=settings.webhook_timeout_seconds,
+                lease_s=settings.webhook_lease_seconds,
+                max_concurrency=settings.webhook_max_concurrency,
+                poll_interval_s=settings.webhook_poll_interval_seconds,
+            )
+            after.add_on_final(webhooks.on_call_final)
+            webhooks.start()
+            app.state.webhooks = webhooks
             services_ = services
             after.add_on_final(
                 lambda record: keep_recording(services_.recordings, record),

@@ -1,5 +1,6 @@
 """Calls: ``POST /v1/calls/outbound``, ``GET /v1/calls``, ``GET/DELETE /v1/calls/{call_id}``,
-``GET /v1/calls/{call_id}/recording``.
+``GET /v1/calls/{call_id}/recording`` (HTTP Range requests) and
+``GET /v1/calls/{call_id}/webhooks`` (deliveries and their attempts).
 
 The outbound route only parses JSON and hands the object to
 :class:`~nixflex_engine.calls.outbound.OutboundCallService`, which owns the validation order.
@@ -7,11 +8,11 @@ The outbound route only parses JSON and hands the object to
 
 from __future__ import annotations
 
-from pathlib import Path
+from email.utils import formatdate
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from nixflex_engine.api.agents import iso
@@ -23,6 +24,7 @@ from nixflex_engine.api.fields import (
     parse_timestamp,
 )
 from nixflex_engine.api.routing import ApiCall, Reply, authenticate, endpoint
+from nixflex_engine.calls.recordings import RangeNotSatisfiable, parse_byte_range
 from nixflex_engine.config import Settings
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.store.repositories import (
@@ -136,16 +138,6 @@ async def get_call(call: ApiCall) -> Reply:
     return Reply(200, call_json(record, call.services.settings))
 
 
-def _recording_file(settings: Settings, recording_path: str | None) -> Path | None:
-    """The recording's file, only if it lies inside the recordings directory."""
-    if not recording_path:
-        return None
-    root = Path(settings.recordings_dir).resolve()
-    path = Path(recording_path)
-    path = (path if path.is_absolute() else root / path).resolve()
-    return path if path.is_relative_to(root) else None
-
-
 async def delete_call(call: ApiCall) -> Reply:
     call_id = call.path_param("call_id")
     try:
@@ -159,13 +151,62 @@ async def delete_call(call: ApiCall) -> Reply:
         ) from exc
     if record is None:
         raise _not_found(call_id)
-    path = _recording_file(call.services.settings, record.recording_path)
-    if path is not None:
+    if record.recording_path:
         try:
-            path.unlink(missing_ok=True)
+            await call.services.recordings.delete(record.call_id)
         except OSError as exc:
             log_event(_log, "calls.recording_delete_failed", call_id=call_id, error=str(exc))
     return Reply(200, {"call_id": call_id, "deleted": True})
+
+
+async def list_webhooks(call: ApiCall) -> Reply:
+    """The call's webhook deliveries, each with every attempt (oldest first)."""
+    call_id = call.path_param("call_id")
+    limit, offset = parse_limit_offset(call.query)
+    repos = call.services.repos
+    if await repos.calls.get(call_id, call.account_id) is None:
+        raise _not_found(call_id)
+    deliveries, count = await repos.webhooks.list_for_call(
+        call_id, call.account_id, limit=limit, offset=offset
+    )
+    return Reply(
+        200,
+        {
+            "webhooks": [
+                {
+                    "delivery_id": d.delivery_id,
+                    "event_id": d.event_id,
+                    "call_id": d.call_id,
+                    "event": d.event,
+                    "target": d.target,
+                    "url": d.url,
+                    "status": d.status,
+                    "attempts": d.attempts,
+                    "created_at": iso(d.created_at),
+                    "next_attempt_at": iso(d.next_attempt_at),
+                    "delivered_at": iso(d.delivered_at),
+                    "last_status_code": d.last_status_code,
+                    "last_error": d.last_error,
+                    "attempt_log": [
+                        {
+                            "attempt": a.attempt,
+                            "started_at": iso(a.started_at),
+                            "duration_ms": a.duration_ms,
+                            "status_code": a.status_code,
+                            "error": a.error,
+                            "outcome": a.outcome,
+                            "next_attempt_at": iso(a.next_attempt_at),
+                        }
+                        for a in d.attempt_log
+                    ],
+                }
+                for d in deliveries
+            ],
+            "count": count,
+            "limit": limit,
+            "offset": offset,
+        },
+    )
 
 
 async def get_recording(request: Request) -> Response:
@@ -186,14 +227,43 @@ async def get_recording(request: Request) -> Response:
         record = await services.repos.calls.get(call_id, auth.account_id)
         if record is None:
             raise _not_found(call_id)
-        path = _recording_file(services.settings, record.recording_path)
-        if path is None or not path.is_file():
+        store = services.recordings
+        info = await store.stat(record.call_id) if record.recording_path else None
+        if info is None:
             raise ApiError(
                 404, "recording_not_found", "This call has no recording.", {"call_id": call_id}
             )
+        headers = {
+            **decision.headers(),
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(info.modified_at.timestamp(), usegmt=True),
+        }
+        try:
+            byte_range = parse_byte_range(request.headers.get("range"), info.size_bytes)
+        except RangeNotSatisfiable as exc:
+            raise ApiError(
+                416,
+                "range_not_satisfiable",
+                "The requested range is outside the recording.",
+                {"size_bytes": info.size_bytes},
+                headers={**headers, "Content-Range": f"bytes */{info.size_bytes}"},
+            ) from exc
     except ApiError as error:
         return error_response(error)
-    return FileResponse(path, media_type="audio/wav", headers=decision.headers())
+    if byte_range is None:
+        start, end, status = 0, info.size_bytes - 1, 200
+    else:
+        (start, end), status = byte_range, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{info.size_bytes}"
+    headers["Content-Length"] = str(max(0, end - start + 1))
+    if request.method == "HEAD" or end < start:
+        return Response(b"", status_code=status, media_type="audio/wav", headers=headers)
+    return StreamingResponse(
+        store.read(record.call_id, start, end),
+        status_code=status,
+        media_type="audio/wav",
+        headers=headers,
+    )
 
 
 def routes() -> list[Route]:
@@ -203,4 +273,5 @@ def routes() -> list[Route]:
         Route("/v1/calls/{call_id}", endpoint(get_call), methods=["GET"]),
         Route("/v1/calls/{call_id}", endpoint(delete_call), methods=["DELETE"]),
         Route("/v1/calls/{call_id}/recording", get_recording, methods=["GET"]),
+        Route("/v1/calls/{call_id}/webhooks", endpoint(list_webhooks), methods=["GET"]),
     ]

@@ -27,6 +27,7 @@ _TYPE_BY_STATUS = {
     409: "conflict",
     413: "invalid_request",
     415: "invalid_request",
+    416: "invalid_request",
     429: "rate_limit_error",
     500: "server_error",
     502: "provider_error",

@@ -322,6 +322,46 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "CallList": _list_schema("calls", "Call"),
+        "WebhookAttempt": {
+            "type": "object",
+            "required": ["attempt", "started_at", "duration_ms", "outcome"],
+            "properties": {
+                "attempt": {"type": "integer", "minimum": 1},
+                "started_at": {"type": "string", "format": "date-time"},
+                "duration_ms": {"type": "number"},
+                "status_code": {"type": ["integer", "null"]},
+                "error": nullable_str,
+                "outcome": {
+                    "type": "string",
+                    "enum": ["delivered", "retry", "failed", "gone", "refused"],
+                },
+                "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "WebhookDelivery": {
+            "type": "object",
+            "required": ["delivery_id", "event_id", "event", "url", "status", "attempts"],
+            "properties": {
+                "delivery_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "call_id": {"type": "string"},
+                "event": {"type": "string", "enum": ["call.ended", "call.failed"]},
+                "target": {"type": "string", "enum": ["agent", "number", "number2"]},
+                "url": {"type": "string"},
+                "status": {
+                    "type": "string",
+                    "enum": ["pending", "delivered", "failed", "gone", "refused"],
+                },
+                "attempts": {"type": "integer", "minimum": 0},
+                "created_at": {"type": "string", "format": "date-time"},
+                "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+                "delivered_at": {"type": ["string", "null"], "format": "date-time"},
+                "last_status_code": {"type": ["integer", "null"]},
+                "last_error": nullable_str,
+                "attempt_log": {"type": "array", "items": _ref("WebhookAttempt")},
+            },
+        },
+        "WebhookDeliveryList": _list_schema("webhooks", "WebhookDelivery"),
         "Usage": {
             "type": "object",
             "required": ["calls", "minutes", "in_flight", "peak_concurrency"],
@@ -526,14 +566,40 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                     "summary": "Get call recording",
                     "tags": ["Calls"],
                     "operationId": "get_call_recording",
+                    "parameters": [
+                        {
+                            "name": "Range",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "example": "bytes=0-1023"},
+                        }
+                    ],
                     "responses": {
                         "200": {
-                            "description": "WAV audio",
+                            "description": "WAV audio (two channels: caller left, agent right)",
                             "content": {"audio/wav": {"schema": {"type": "string"}}},
+                        },
+                        "206": {
+                            "description": "The requested byte range (Content-Range)",
+                            "content": {"audio/wav": {"schema": {"type": "string"}}},
+                        },
+                        "416": {
+                            "description": "Range not satisfiable",
+                            "content": {_JSON: {"schema": _ref("Error")}},
                         },
                         **_error_responses(401, 404, 429, 500),
                     },
                 },
+            },
+            "/v1/calls/{call_id}/webhooks": {
+                "parameters": [call_id],
+                "get": _op(
+                    "List call webhooks",
+                    _ref("WebhookDeliveryList"),
+                    params=_PAGE,
+                    errors=(404,),
+                    tag="Calls",
+                ),
             },
             "/v1/usage": {
                 "get": _op(

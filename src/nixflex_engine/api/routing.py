@@ -32,6 +32,7 @@ from nixflex_engine.api.metrics import Metrics
 from nixflex_engine.api.ratelimit import RateLimiter
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
+from nixflex_engine.calls.recordings import RecordingStore
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto, DecryptionError
 from nixflex_engine.store.repositories import ApiKeyRecord, Repositories
@@ -63,6 +64,7 @@ class Services:
     metrics: Metrics
     outbound: OutboundCallService
     auth_cache: AuthCache
+    recordings: RecordingStore
 
 
 @dataclass(slots=True, frozen=True)

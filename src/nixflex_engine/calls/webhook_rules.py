@@ -58,17 +58,23 @@ def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
 
 
 def next_retry_delay_s(
-    attempts_made: int, *, elapsed_s: float = 0.0, rng: random.Random | None = None
+    attempts_made: int,
+    *,
+    elapsed_s: float = 0.0,
+    rng: random.Random | None = None,
+    schedule_s: tuple[float, ...] = RETRY_SCHEDULE_S,
+    deadline_s: float = RETRY_DEADLINE_S,
 ) -> float | None:
     """Seconds to wait before the next attempt, or ``None`` to give up.
 
     ``attempts_made`` counts attempts so far (≥ 1). The delay has ±20 % jitter, so many
-    deliveries failing together do not retry together.
+    deliveries failing together do not retry together. ``schedule_s`` and ``deadline_s``
+    default to the production schedule (benchmarks pass a short one).
     """
     if attempts_made < 1:
         return 0.0
-    base = RETRY_SCHEDULE_S[min(attempts_made - 1, len(RETRY_SCHEDULE_S) - 1)]
-    if elapsed_s + base > RETRY_DEADLINE_S:
+    base = schedule_s[min(attempts_made - 1, len(schedule_s) - 1)]
+    if elapsed_s + base > deadline_s:
         return None
     jitter = (rng or random.Random()).uniform(0.8, 1.2)
     return base * jitter

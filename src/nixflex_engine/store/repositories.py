@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from nixflex_engine.processors.prompt import HistoryEntry
 from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import (
     accounts,
@@ -32,6 +33,7 @@ from nixflex_engine.store.models import (
     idempotency_keys,
     phone_numbers,
 )
+from nixflex_engine.store.webhooks import WebhookRepository, enqueue_call_webhooks
 
 __all__ = [
     "ACTIVE_CALL_STATUSES",
@@ -819,6 +821,17 @@ _CALL_LIFECYCLE_FIELDS = frozenset(
 )
 
 
+def _history_outcome(successful: bool | None, ended_reason: str | None) -> str:
+    """How a past call went, for the history block: "successful"/"unsuccessful" (from the
+    analysis) and how it ended, e.g. ``"unsuccessful, ended: caller_hangup"``."""
+    parts = []
+    if successful is not None:
+        parts.append("successful" if successful else "unsuccessful")
+    if ended_reason:
+        parts.append(f"ended: {ended_reason}")
+    return ", ".join(parts)
+
+
 def new_call_ref() -> str:
     """The engine's own call reference, shaped like a carrier SID (``CA`` + 32 hex)."""
     return "CA" + secrets.token_hex(16)
@@ -907,13 +920,17 @@ class CallRepository:
 
         return await self._db.write(work, single_statement=True)
 
-    async def fail_dial(self, call_ref: str, twilio_error: dict[str, Any]) -> bool:
-        """The carrier rejected the dial: record it as failed and give the slot back."""
+    async def fail_dial(
+        self, call_ref: str, twilio_error: dict[str, Any], *, outbox: bool = True
+    ) -> bool:
+        """The carrier rejected the dial: record it as failed and give the slot back (and,
+        with ``outbox``, queue its ``call.failed`` webhooks in the same transaction)."""
         return await self._finish(
             calls.c.call_ref == call_ref,
             status="failed",
             ended_reason="failed",
             fields={"ended_at": utcnow(), "twilio_error": twilio_error},
+            outbox=outbox,
         )
 
     async def update_status(self, call_id: str, status: str, **fields: Any) -> CallRecord | None:
@@ -932,20 +949,27 @@ class CallRepository:
         )
 
     async def finish_call(
-        self, call_id: str, status: str, ended_reason: str, **fields: Any
+        self, call_id: str, status: str, ended_reason: str, *, outbox: bool = True, **fields: Any
     ) -> bool:
         """End a call: final ``status`` + ``ended_reason`` (+ lifecycle ``fields``, e.g.
         ``ended_at``, ``duration_seconds``, ``transcript``), and release its concurrency slot.
 
         Safe to call twice or from two nodes: only the first call to end it changes the status
         and releases the slot; it returns True for that one and False afterwards.
+
+        With ``outbox`` (the default) the call's webhooks (``call.ended`` if it connected,
+        else ``call.failed``) are queued in the same transaction (``store.webhooks``).
         """
         if status not in FINAL_CALL_STATUSES:
             raise ValueError(f"{status!r} is not a final status")
         self._check_fields(fields)
         fields.setdefault("ended_at", utcnow())
         return await self._finish(
-            calls.c.call_id == call_id, status=status, ended_reason=ended_reason, fields=fields
+            calls.c.call_id == call_id,
+            status=status,
+            ended_reason=ended_reason,
+            fields=fields,
+            outbox=outbox,
         )
 
     async def update_call(self, call_id: str, **fields: Any) -> CallRecord | None:
@@ -970,6 +994,7 @@ class CallRepository:
         status: str,
         ended_reason: str,
         fields: dict[str, Any],
+        outbox: bool = True,
     ) -> bool:
         end = (
             calls.update()
@@ -981,7 +1006,14 @@ class CallRepository:
                 updated_at=utcnow(),
                 **fields,
             )
-            .returning(calls.c.account_id)
+            .returning(
+                calls.c.account_id,
+                calls.c.id,
+                calls.c.call_id,
+                calls.c.agent_id,
+                calls.c.from_number,
+                calls.c.answered_at,
+            )
         )
 
         def work(conn: sa.Connection) -> bool:
@@ -989,6 +1021,9 @@ class CallRepository:
             if row is None:
                 return False
             conn.execute(_RELEASE_SLOT, {"p_account_id": row[0]})
+            if outbox:
+                # The webhooks commit with the final record, or neither does.
+                enqueue_call_webhooks(conn, row, utcnow())
             return True
 
         return await self._db.write(work)
@@ -1017,6 +1052,54 @@ class CallRepository:
     async def get_by_ref(self, call_ref: str) -> CallRecord | None:
         """A call by the engine's reference (stable from creation, before the SID exists)."""
         return await self._select_one(_GET_CALL_BY_REF, {"p_ref": call_ref})
+
+    async def history_for(
+        self,
+        account_id: str,
+        to_number: str,
+        *,
+        limit: int,
+        before: CallRecord | None = None,
+    ) -> list[HistoryEntry]:
+        """Summaries of this account's past calls to ``to_number``, newest first, for a call's
+        history block: completed calls with a ``call_summary``, whatever the agent, never
+        another account's. ``before`` (the call being placed) and anything created after it
+        are left out."""
+        if limit <= 0:
+            return []
+        conditions: list[sa.ColumnElement[bool]] = [
+            calls.c.account_id == account_id,
+            calls.c.to_number == to_number,
+            calls.c.status == "completed",
+            calls.c.call_summary.is_not(None),
+        ]
+        if before is not None:
+            conditions += [calls.c.id != before.id, calls.c.created_at <= before.created_at]
+        stmt = (
+            sa.select(
+                calls.c.created_at,
+                calls.c.ended_at,
+                calls.c.call_summary,
+                calls.c.call_successful,
+                calls.c.ended_reason,
+            )
+            .where(*conditions)
+            .order_by(calls.c.created_at.desc(), calls.c.id.desc())
+            .limit(limit)
+        )
+
+        def work(conn: sa.Connection) -> list[HistoryEntry]:
+            return [
+                HistoryEntry(
+                    date=row.ended_at or row.created_at,
+                    summary=row.call_summary,
+                    outcome=_history_outcome(row.call_successful, row.ended_reason),
+                )
+                for row in conn.execute(stmt)
+                if row.call_summary.strip()
+            ]
+
+        return await self._db.read(work)
 
     async def list_page(
         self, account_id: str, filters: CallFilters, *, limit: int, offset: int
@@ -1241,6 +1324,7 @@ class Repositories:
     phone_numbers: PhoneNumberRepository
     calls: CallRepository
     idempotency: IdempotencyRepository
+    webhooks: WebhookRepository
 
     @classmethod
     def over(cls, db: Database) -> Repositories:
@@ -1251,4 +1335,5 @@ class Repositories:
             phone_numbers=PhoneNumberRepository(db),
             calls=CallRepository(db),
             idempotency=IdempotencyRepository(db),
+            webhooks=WebhookRepository(db),
         )

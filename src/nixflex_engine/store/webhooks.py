@@ -1,0 +1,437 @@
+"""The webhook outbox: rows written with the final call record, claimed by delivery workers.
+
+**Enqueue.** :func:`enqueue_call_webhooks` runs *inside* the transaction that finishes a call
+(:meth:`CallRepository.finish_call` / :meth:`CallRepository.fail_dial`), so a final record
+and its deliveries commit together or not at all. One row per distinct URL among the agent's
+``webhook_url`` and the number's two slots. The event is ``call.ended`` when the call
+connected (``answered_at`` set, voicemail hang-ups included), else ``call.failed``.
+
+A ``call.ended`` row waits for post-call analysis: its ``payload`` stays NULL and it is due
+only after :data:`ANALYSIS_HOLD_S`. :meth:`WebhookRepository.release` (run once the analysis
+has been written) fixes the payload and makes it due at once; if the node died before that,
+the row comes due anyway and the worker builds the payload from the record as it is.
+
+**Claim.** :meth:`WebhookRepository.claim` takes due rows with a lease in one statement:
+PostgreSQL ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`` (workers on many nodes
+take disjoint rows without waiting on each other); SQLite the same conditional UPDATE inside
+its ``BEGIN IMMEDIATE`` write transaction (one writer at a time, across processes). A claim
+whose lease ran out (the worker died) is due again. The result of an attempt is written only
+while the claim's ``lease_token`` still matches, together with the attempt's log row.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from nixflex_engine.store.db import Database
+from nixflex_engine.store.models import (
+    agents,
+    phone_numbers,
+    webhook_attempts,
+    webhook_deliveries,
+)
+
+__all__ = [
+    "ANALYSIS_HOLD_S",
+    "AttemptRecord",
+    "ClaimedDelivery",
+    "DeliveryRecord",
+    "WebhookRepository",
+    "enqueue_call_webhooks",
+    "event_for",
+]
+
+#: How long a ``call.ended`` delivery waits for post-call analysis before it is sent anyway
+#: (the analysis gives up after 120 s; this only matters when a node died in between).
+ANALYSIS_HOLD_S = 300.0
+
+_d = webhook_deliveries
+_a = webhook_attempts
+
+
+def event_for(answered_at: datetime | None) -> str:
+    """``call.ended`` for a call that connected, ``call.failed`` for one that never did."""
+    return "call.ended" if answered_at is not None else "call.failed"
+
+
+def new_delivery_id() -> str:
+    return "whd_" + secrets.token_hex(12)
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def enqueue_call_webhooks(conn: sa.Connection, call: Any, now: datetime) -> int:
+    """Queue the webhooks of a call that has just become final, in the caller's transaction.
+
+    ``call`` is the finished row (needs ``id``, ``call_id``, ``account_id``, ``agent_id``,
+    ``from_number``, ``answered_at``). Returns the number of rows queued.
+    """
+    targets: list[tuple[str, str]] = []
+    config = conn.execute(
+        sa.select(agents.c.config).where(
+            agents.c.agent_id == call.agent_id, agents.c.account_id == call.account_id
+        )
+    ).scalar()
+    if isinstance(config, dict) and isinstance(config.get("webhook_url"), str):
+        targets.append(("agent", config["webhook_url"]))
+    number = conn.execute(
+        sa.select(phone_numbers.c.webhook_url, phone_numbers.c.webhook2_url).where(
+            phone_numbers.c.phone_number == call.from_number,
+            phone_numbers.c.account_id == call.account_id,
+        )
+    ).first()
+    if number is not None:
+        targets += [("number", number[0]), ("number2", number[1])]
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    event = event_for(call.answered_at)
+    event_id = new_event_id()
+    due = now + timedelta(seconds=ANALYSIS_HOLD_S) if event == "call.ended" else now
+    for target, url in targets:
+        if not url or not url.strip() or url in seen:
+            continue
+        seen.add(url)
+        rows.append(
+            {
+                "delivery_id": new_delivery_id(),
+                "event_id": event_id,
+                "call_pk": call.id,
+                "call_id": call.call_id,
+                "account_id": call.account_id,
+                "event": event,
+                "target": target,
+                "url": url,
+                "status": "pending",
+                "payload": None,
+                "attempts": 0,
+                "next_attempt_at": due,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        conn.execute(_d.insert(), rows)
+    return len(rows)
+
+
+@dataclass(slots=True, frozen=True)
+class ClaimedDelivery:
+    """A due delivery this worker holds until ``lease_expires_at``."""
+
+    id: int
+    delivery_id: str
+    event_id: str
+    call_pk: int
+    call_id: str
+    account_id: str
+    event: str
+    url: str
+    payload: str | None
+    attempts: int
+    first_attempt_at: datetime | None
+    lease_token: str
+    lease_expires_at: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptRecord:
+    attempt: int
+    worker: str
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    outcome: str
+    next_attempt_at: datetime | None
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryRecord:
+    delivery_id: str
+    event_id: str
+    call_id: str
+    event: str
+    target: str
+    url: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    first_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    attempt_log: tuple[AttemptRecord, ...]
+
+
+_CLAIM_COLUMNS = (
+    _d.c.id,
+    _d.c.delivery_id,
+    _d.c.event_id,
+    _d.c.call_pk,
+    _d.c.call_id,
+    _d.c.account_id,
+    _d.c.event,
+    _d.c.url,
+    _d.c.payload,
+    _d.c.attempts,
+    _d.c.first_attempt_at,
+    _d.c.lease_token,
+    _d.c.lease_expires_at,
+)
+_P = sa.bindparam
+
+
+def _due(now_param: str = "p_now") -> list[sa.ColumnElement[bool]]:
+    return [
+        _d.c.status == "pending",
+        _d.c.next_attempt_at <= _P(now_param),
+        sa.or_(_d.c.lease_expires_at.is_(None), _d.c.lease_expires_at <= _P(now_param)),
+    ]
+
+
+class WebhookRepository:
+    """Claims, results, releases and listings of webhook deliveries."""
+
+    __slots__ = ("_claim_stmt", "_db")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        pick = sa.select(_d.c.id).where(*_due()).order_by(_d.c.next_attempt_at).limit(_P("p_limit"))
+        if not db.is_sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        self._claim_stmt = (
+            _d.update()
+            .where(_d.c.id.in_(pick), *_due())
+            .values(
+                lease_owner=_P("p_owner"),
+                lease_token=_P("p_token"),
+                lease_expires_at=_P("p_until"),
+            )
+            .returning(*_CLAIM_COLUMNS)
+        )
+
+    async def any_due(self, now: datetime) -> bool:
+        """A cheap read: is any delivery due (so a claim is worth a write)?"""
+        stmt = sa.select(_d.c.id).where(*_due()).limit(1)
+
+        def work(conn: sa.Connection) -> bool:
+            return conn.execute(stmt, {"p_now": now}).first() is not None
+
+        return await self._db.read(work)
+
+    async def claim(
+        self, owner: str, *, limit: int, lease_s: float, now: datetime
+    ) -> list[ClaimedDelivery]:
+        """Take up to ``limit`` due deliveries for ``lease_s`` seconds."""
+        if limit <= 0:
+            return []
+        params = {
+            "p_now": now,
+            "p_limit": limit,
+            "p_owner": owner[:64],
+            "p_token": secrets.token_hex(16),
+            "p_until": now + timedelta(seconds=lease_s),
+        }
+
+        def work(conn: sa.Connection) -> list[ClaimedDelivery]:
+            rows = conn.execute(self._claim_stmt, params).all()
+            return [ClaimedDelivery(*row) for row in rows]
+
+        return await self._db.write(work)
+
+    async def record_attempt(
+        self,
+        claimed: ClaimedDelivery,
+        *,
+        worker: str,
+        started_at: datetime,
+        duration_ms: float,
+        status_code: int | None,
+        error: str | None,
+        outcome: str,
+        next_attempt_at: datetime | None,
+        payload: str | None,
+        now: datetime,
+    ) -> bool:
+        """Log one attempt and apply its result (``outcome``: delivered, retry, failed, gone,
+        refused). The log row is always written; the delivery changes only while this claim
+        still holds it — returns False when the lease had been lost meanwhile."""
+        status = {"retry": "pending"}.get(outcome, outcome)
+        changes: dict[str, Any] = {
+            "status": status,
+            "attempts": _d.c.attempts + 1,
+            "first_attempt_at": sa.func.coalesce(_d.c.first_attempt_at, started_at),
+            "last_attempt_at": started_at,
+            "last_status_code": status_code,
+            "last_error": error,
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if next_attempt_at is not None:
+            changes["next_attempt_at"] = next_attempt_at
+        if outcome == "delivered":
+            changes["delivered_at"] = now
+        if payload is not None:
+            changes["payload"] = sa.func.coalesce(_d.c.payload, payload)
+        update = (
+            _d.update()
+            .where(_d.c.id == claimed.id, _d.c.lease_token == claimed.lease_token)
+            .values(**changes)
+        )
+        log = _a.insert().values(
+            delivery_pk=claimed.id,
+            attempt=claimed.attempts + 1,
+            worker=worker[:64],
+            started_at=started_at,
+            duration_ms=round(duration_ms, 1),
+            status_code=status_code,
+            error=error,
+            outcome=outcome,
+            next_attempt_at=next_attempt_at,
+        )
+
+        def work(conn: sa.Connection) -> bool:
+            held = conn.execute(update).rowcount == 1
+            if conn.execute(sa.select(_d.c.id).where(_d.c.id == claimed.id)).first() is not None:
+                conn.execute(log)
+            return held
+
+        return await self._db.write(work)
+
+    async def give_back(self, claims: Sequence[ClaimedDelivery]) -> None:
+        """Return claims that were never attempted (shutdown), so any worker takes them now."""
+        if not claims:
+            return
+
+        def work(conn: sa.Connection) -> None:
+            for claimed in claims:
+                conn.execute(
+                    _d.update()
+                    .where(_d.c.id == claimed.id, _d.c.lease_token == claimed.lease_token)
+                    .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+                )
+
+        await self._db.write(work)
+
+    async def release(self, call_pk: int, payloads: dict[str, str], now: datetime) -> int:
+        """The call's analysis is written: fix each held event's payload and make it due now.
+        Rows already claimed or already fixed are left alone. Returns rows released."""
+
+        def work(conn: sa.Connection) -> int:
+            released = 0
+            for event, payload in payloads.items():
+                result = conn.execute(
+                    _d.update()
+                    .where(
+                        _d.c.call_pk == call_pk,
+                        _d.c.event == event,
+                        _d.c.status == "pending",
+                        _d.c.payload.is_(None),
+                        _d.c.attempts == 0,
+                        sa.or_(_d.c.lease_expires_at.is_(None), _d.c.lease_expires_at <= now),
+                    )
+                    .values(payload=payload, next_attempt_at=now, updated_at=now)
+                )
+                released += result.rowcount
+            return released
+
+        return await self._db.write(work)
+
+    async def pending_events(self, call_pk: int) -> list[str]:
+        """Events of this call still waiting for their payload."""
+        stmt = (
+            sa.select(_d.c.event)
+            .where(_d.c.call_pk == call_pk, _d.c.status == "pending", _d.c.payload.is_(None))
+            .distinct()
+        )
+
+        def work(conn: sa.Connection) -> list[str]:
+            return [row[0] for row in conn.execute(stmt)]
+
+        return await self._db.read(work)
+
+    async def list_for_call(
+        self, call_id: str, account_id: str, *, limit: int, offset: int
+    ) -> tuple[list[DeliveryRecord], int]:
+        """The call's deliveries (oldest first) with every attempt, for this account only."""
+        where = (_d.c.call_id == call_id, _d.c.account_id == account_id)
+
+        def work(conn: sa.Connection) -> tuple[list[DeliveryRecord], int]:
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(_d).where(*where)
+            ).scalar_one()
+            rows = (
+                conn.execute(
+                    _d.select().where(*where).order_by(_d.c.id).limit(limit).offset(offset)
+                )
+                .mappings()
+                .all()
+            )
+            attempts: dict[int, list[AttemptRecord]] = {row["id"]: [] for row in rows}
+            if attempts:
+                for a in (
+                    conn.execute(
+                        _a.select()
+                        .where(_a.c.delivery_pk.in_(list(attempts)))
+                        .order_by(_a.c.delivery_pk, _a.c.id)
+                    )
+                    .mappings()
+                    .all()
+                ):
+                    attempts[a["delivery_pk"]].append(
+                        AttemptRecord(
+                            attempt=a["attempt"],
+                            worker=a["worker"],
+                            started_at=a["started_at"],
+                            duration_ms=a["duration_ms"],
+                            status_code=a["status_code"],
+                            error=a["error"],
+                            outcome=a["outcome"],
+                            next_attempt_at=a["next_attempt_at"],
+                        )
+                    )
+            out = [
+                DeliveryRecord(
+                    delivery_id=row["delivery_id"],
+                    event_id=row["event_id"],
+                    call_id=row["call_id"],
+                    event=row["event"],
+                    target=row["target"],
+                    url=row["url"],
+                    status=row["status"],
+                    attempts=row["attempts"],
+                    next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+                    first_attempt_at=row["first_attempt_at"],
+                    last_attempt_at=row["last_attempt_at"],
+                    delivered_at=row["delivered_at"],
+                    last_status_code=row["last_status_code"],
+                    last_error=row["last_error"],
+                    created_at=row["created_at"],
+                    attempt_log=tuple(attempts[row["id"]]),
+                )
+                for row in rows
+            ]
+            return out, int(count)
+
+        return await self._db.read(work)
+
+    async def counts(self) -> dict[str, int]:
+        """Deliveries by status (metrics, benchmarks)."""
+        stmt = sa.select(_d.c.status, sa.func.count()).group_by(_d.c.status)
+
+        def work(conn: sa.Connection) -> dict[str, int]:
+            return {status: int(n) for status, n in conn.execute(stmt)}
+
+        return await self._db.read(work)
