@@ -13,7 +13,14 @@ from nixflex import Nixflex
 from twilio.request_validator import RequestValidator
 
 from nixflex_engine.calls.tokens import media_stream_token
-from nixflex_engine.sandbox.callee import Hangup, Say, Silence, UntilAgentSilent, UntilAgentSpeaks
+from nixflex_engine.sandbox.callee import (
+    Hangup,
+    Say,
+    Silence,
+    Step,
+    UntilAgentSilent,
+    UntilAgentSpeaks,
+)
 from nixflex_engine.sandbox.carrier import CarrierScript
 from nixflex_engine.sandbox.fake_twilio import TwilioErrorSpec
 
@@ -31,7 +38,7 @@ async def test_answered_call_talks_and_agent_ends_it(make_stack: StackFactory) -
     s: Stack = await make_stack(speed=1.0)  # the callee's line in real time, like the engine
     t = await s.tenant()
     to = "+15550123001"
-    callee = [
+    callee: list[Step] = [
         Silence(300),
         Say("Hello?"),
         UntilAgentSilent(),
@@ -80,7 +87,7 @@ async def test_callee_hangs_up_mid_sentence(make_stack: StackFactory) -> None:
     s: Stack = await make_stack(speed=1.0)
     t = await s.tenant()
     to = "+15550123002"
-    callee = [Silence(200), Say("Hello?"), UntilAgentSpeaks(), Silence(600), Hangup()]
+    callee: list[Step] = [Silence(200), Say("Hello?"), UntilAgentSpeaks(), Silence(600), Hangup()]
     s.carrier.set_script(to, CarrierScript.answer(callee, ring_s=0.5))
     r = await s.dial(t, to)
     assert r.status_code == 201, r.text
@@ -207,7 +214,7 @@ async def test_media_stream_with_bad_or_reused_token_is_closed(make_stack: Stack
     s: Stack = await make_stack(speed=1.0)
     t = await s.tenant()
     to = "+15550123040"
-    callee = [Silence(200), Say("Hello?"), UntilAgentSilent(), Hangup()]
+    callee: list[Step] = [Silence(200), Say("Hello?"), UntilAgentSilent(), Hangup()]
     s.carrier.set_script(to, CarrierScript.answer(callee, ring_s=0.2))
     r = await s.dial(t, to)
     call_id = r.json()["call_id"]
@@ -234,7 +241,13 @@ async def test_sdk_calls_get_shows_the_final_record(make_stack: StackFactory) ->
     s: Stack = await make_stack(speed=1.0)
     t = await s.tenant()
     to = "+15550123050"
-    callee = [Silence(200), Say("Hello?"), UntilAgentSilent(), Say("Goodbye."), UntilAgentSilent()]
+    callee: list[Step] = [
+        Silence(200),
+        Say("Hello?"),
+        UntilAgentSilent(),
+        Say("Goodbye."),
+        UntilAgentSilent(),
+    ]
     s.carrier.set_script(to, CarrierScript.answer(callee, ring_s=0.3))
     nx = Nixflex(api_key=f"{t.key_id}:{t.key_secret}", base_url=s.engine_url, max_retries=0)
     created = await asyncio.to_thread(
@@ -251,3 +264,72 @@ async def test_sdk_calls_get_shows_the_final_record(make_stack: StackFactory) ->
     assert record["metadata"] == METADATA
     assert record["dynamic_vars"] == {"patient_name": "Tom"}
     assert record["transcript"] and record["recording_url"]
+
+
+def _signed(s: Stack, path: str, form: dict[str, str], query: str = "") -> dict[str, str]:
+    url = s.settings.public_base_url + path + query
+    sig = RequestValidator(s.twilio_account.auth_token).compute_signature(url, form)
+    return {"X-Twilio-Signature": sig}
+
+
+async def test_callbacks_duplicated_and_out_of_order(make_stack: StackFactory) -> None:
+    s: Stack = await make_stack(speed=20.0)
+    t = await s.tenant()
+    to = "+15550123060"
+    s.carrier.set_script(to, CarrierScript.no_answer(ring_s=None))  # the carrier stays quiet
+    call_id = (await s.dial(t, to)).json()["call_id"]
+    base = {"CallSid": call_id, "AccountSid": s.twilio_account.sid}
+
+    async def post(path: str, form: dict[str, str]) -> int:
+        resp = await s.client.post(path, data=form, headers=_signed(s, path, form))
+        return resp.status_code
+
+    # a ringing twice, then `completed` (with a duration) before any `answered`
+    for status in ("ringing", "ringing"):
+        assert await post("/v1/twilio/status", {**base, "CallStatus": status}) == 204
+    assert (await s.get(t, call_id))["status"] == "ringing"
+    done = {**base, "CallStatus": "completed", "CallDuration": "7"}
+    assert await post("/v1/twilio/status", done) == 204
+    first = await s.get(t, call_id)
+    assert first["status"] == "completed" and first["ended_reason"] == "caller_hangup"
+    assert first["duration_seconds"] == 7 and first["answered_at"] is not None
+    # the late `answered`, a duplicate `completed`, a different late final, a late AMD
+    assert await post("/v1/twilio/status", {**base, "CallStatus": "in-progress"}) == 204
+    assert await post("/v1/twilio/status", done) == 204
+    assert await post("/v1/twilio/status", {**base, "CallStatus": "busy"}) == 204
+    amd = {**base, "AnsweredBy": "machine_end_beep", "MachineDetectionDuration": "4000"}
+    assert await post("/v1/twilio/amd", amd) == 204
+    after = await s.get(t, call_id)
+    for name in ("status", "ended_reason", "ended_at", "duration_seconds", "answered_at"):
+        assert after[name] == first[name], name
+    assert after["amd_result"] is None
+    assert s.app.state.sessions.live_calls == 0
+    account = await s.app.state.services.repos.accounts.get(t.account_id)
+    assert account is not None and account.calls_in_flight == 0
+
+
+async def test_late_amd_on_a_live_call_is_recorded(make_stack: StackFactory) -> None:
+    s: Stack = await make_stack(speed=20.0)
+    t = await s.tenant()
+    to = "+15550123061"
+    s.carrier.set_script(to, CarrierScript.no_answer(ring_s=None))
+    call_id = (await s.dial(t, to)).json()["call_id"]
+    form = {
+        "CallSid": call_id,
+        "AccountSid": s.twilio_account.sid,
+        "AnsweredBy": "human",
+        "MachineDetectionDuration": "2100",
+    }
+    resp = await s.client.post(
+        "/v1/twilio/amd", data=form, headers=_signed(s, "/v1/twilio/amd", form)
+    )
+    assert resp.status_code == 204
+    assert (await s.get(t, call_id))["amd_result"] == "human"
+    # no stream ever comes: the final status still ends the record
+    final = {"CallSid": call_id, "AccountSid": s.twilio_account.sid, "CallStatus": "no-answer"}
+    resp = await s.client.post(
+        "/v1/twilio/status", data=final, headers=_signed(s, "/v1/twilio/status", final)
+    )
+    assert resp.status_code == 204
+    record = await s.get(t, call_id)
+    assert record["status"] == "no-answer" and record["ended_reason"] == "no-answer"

@@ -110,6 +110,7 @@ class _LiveCall:
     task: PipelineTask | None = None
     pending_amd: list[AMDResultFrame] = field(default_factory=list)
     carrier_ended: str | None = None  # final status the carrier reported while live
+    in_session: bool = False  # a media session runs (or is starting) for the call here
 
 
 class CallSessions:
@@ -212,6 +213,10 @@ class CallSessions:
                 )
         elif status in FINAL_CALL_STATUSES:
             live = self._live.get(call_id)
+            if live is not None and not live.in_session:
+                # Only an early AMD result was waiting for a stream that never came.
+                self._live.pop(call_id, None)
+                live = None
             if live is not None:
                 # The media session finishes the record; tell it the line is gone.
                 live.carrier_ended = status
@@ -257,6 +262,8 @@ class CallSessions:
             await self._repos.calls.update_call(record.call_id, amd_result=answered_by)
         live = self._live.get(record.call_id)
         if live is None:
+            if record.status not in ACTIVE_CALL_STATUSES:
+                return  # a late result for a call already over: nothing to tell
             live = self._live.setdefault(record.call_id, _LiveCall(record.call_id))
         if live.task is not None:
             await live.task.queue_frame(frame)
@@ -320,6 +327,7 @@ class CallSessions:
             record = updated or record
         answered_at = record.answered_at or utcnow()
         live = self._live.setdefault(call_id, _LiveCall(call_id))
+        live.in_session = True
         outcome: CallOutcome | None = None
         self._sessions += 1
         self._idle.clear()
