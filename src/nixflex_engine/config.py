@@ -139,6 +139,26 @@ class Settings(BaseSettings):
             return [check_allowed_entry(str(item)) for item in value]
         return value
 
+    # --- campaigns ---------------------------------------------------------------------------
+    campaign_dispatch_enabled: bool = Field(
+        True, description="Run the campaign dispatcher on this node (every node may)."
+    )
+    campaign_dispatch_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="Seconds between dispatcher passes when nothing wakes it (a call ending "
+        "or a campaign launched on this node wakes it at once).",
+    )
+    campaign_claim_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds after which a recipient claimed but never turned into a call "
+        "row (its node died between claim and dial) is queued again, same attempt.",
+    )
+    campaign_reconcile_interval_seconds: float = Field(
+        10.0, gt=0, description="Seconds between reconciliations of stale campaign claims."
+    )
+
     @field_validator(
         "public_base_url", "twilio_api_base_url", "deepgram_base_url", "anthropic_base_url"
     )

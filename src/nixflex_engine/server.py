@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from nixflex_engine.api import account, agents, calls, keys, phone_numbers, system
+from nixflex_engine.api import campaigns as campaign_api
 from nixflex_engine.api.errors import ApiError, error_response
 from nixflex_engine.api.metrics import Metrics
 from nixflex_engine.api.middleware import RequestContextMiddleware
@@ -33,6 +33,7 @@ from nixflex_engine.api.routing import AuthCache, Services
 from nixflex_engine.api.twilio import carrier_routes
 from nixflex_engine.calls.after import AfterCallWork
 from nixflex_engine.calls.analysis import analysis_client
+from nixflex_engine.calls.campaigns import CampaignDispatcher
 from nixflex_engine.calls.chain import build_standard_chain
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
@@ -54,6 +55,8 @@ _log = get_logger(__name__)
 def api_routes() -> list[BaseRoute]:
     """Every route of the public API and the operations endpoints."""
     return [
+        # before calls.routes(): /v1/calls/{call_id} would match /v1/calls/batch
+        *campaign_api.routes(),
         *calls.routes(),  # hottest first: routes are matched in order
         *keys.routes(),
         *agents.routes(),
@@ -129,6 +132,7 @@ def create_app(
     analysis: bool = True,
     reconcile_stale_after_s: float = 30.0,
     reconcile_ringing_after_s: float = 150.0,
+    close_dialer: bool = False,
 ) -> Starlette:
     """The engine's ASGI app.
 
@@ -140,6 +144,7 @@ def create_app(
     with the carrier (at start-up, after migrations, and periodically; see
     :meth:`CallSessions.reconcile`); ``reconcile_ringing_after_s`` the same for a call still
     queued or ringing (the carrier may ring for a minute without telling anyone).
+    ``close_dialer``: the app owns ``dialer`` and closes it (``aclose``) at shutdown.
     """
     metrics = Metrics()
 
@@ -150,6 +155,7 @@ def create_app(
         sessions: CallSessions | None = None
         webhooks: WebhookWorker | None = None
         maintenance: asyncio.Task[None] | None = None
+        dispatcher: CampaignDispatcher | None = None
         try:
             if migrate:
                 await upgrade(db)
@@ -160,23 +166,6 @@ def create_app(
             )
             app.state.after_call = after
             after.add_on_final(functools.partial(keep_recording, services.recordings))
-            webhooks = WebhookWorker(
-                repos=services.repos,
-                crypto=services.crypto,
-                serialize=lambda record: calls.call_json(record, settings),
-                allow_private=settings.allow_private_webhook_urls,
-                timeout_s=settings.webhook_timeout_seconds,
-                lease_s=settings.webhook_lease_seconds,
-                max_concurrency=settings.webhook_max_concurrency,
-                poll_interval_s=settings.webhook_poll_interval_seconds,
-            )
-            after.add_on_final(webhooks.on_call_final)
-            webhooks.start()
-            app.state.webhooks = webhooks
-            services_ = services
-            after.add_on_final(
-                lambda record: keep_recording(services_.recordings, record),
-            )
             webhooks = WebhookWorker(
                 repos=services.repos,
                 crypto=services.crypto,
@@ -203,9 +192,22 @@ def create_app(
             app.state.sessions = sessions
             await sessions.reconcile()
             maintenance = asyncio.create_task(sessions.run_maintenance(), name="calls-maintenance")
+            dispatcher = CampaignDispatcher(
+                repos=services.repos,
+                outbound=services.outbound,
+                interval_seconds=settings.campaign_dispatch_interval_seconds,
+                claim_lease_seconds=settings.campaign_claim_lease_seconds,
+                reconcile_interval_seconds=settings.campaign_reconcile_interval_seconds,
+            )
+            after.add_on_final(dispatcher.on_final)
+            app.state.campaign_dispatcher = dispatcher
+            if settings.campaign_dispatch_enabled:
+                dispatcher.start()
             log_event(_log, "server.started", database=db.dialect_name)
             yield
         finally:
+            if dispatcher is not None:
+                await dispatcher.aclose()
             if maintenance is not None:
                 maintenance.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -228,7 +230,12 @@ def create_app(
     app = Starlette(
         routes=[*api_routes(), *carrier_routes(settings, current_sessions), *extra_routes],
         middleware=[
-            Middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
+            Middleware(
+                RequestContextMiddleware,
+                metrics=metrics,
+                max_body_bytes=MAX_BODY_BYTES,
+                body_limits={"/v1/calls/batch": campaign_api.BATCH_BODY_BYTES},
+            )
         ],
         exception_handlers={HTTPException: _http_exception, ApiError: _api_error},
         lifespan=lifespan,

@@ -322,6 +322,7 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "CallList": _list_schema("calls", "Call"),
+        **_campaign_schemas(e164, nullable_str),
         "WebhookAttempt": {
             "type": "object",
             "required": ["attempt", "started_at", "duration_ms", "outcome"],
@@ -384,6 +385,149 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _campaign_schemas(e164: dict[str, Any], nullable_str: dict[str, Any]) -> dict[str, Any]:
+    """Campaign bodies (api/campaigns.py)."""
+    from nixflex_engine.api.campaigns import MAX_RECIPIENTS, RETRY_OUTCOMES
+    from nixflex_engine.store.campaigns import CAMPAIGN_STATUSES, RECIPIENT_STATES
+
+    date_time = {"type": ["string", "null"], "format": "date-time"}
+    day = {
+        "oneOf": [
+            {"type": "string", "enum": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]},
+            {"type": "integer", "minimum": 0, "maximum": 6, "description": "0 = Sunday"},
+        ]
+    }
+    string_map = {"type": "object", "additionalProperties": {"type": "string"}}
+    retry = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 10},
+            "retry_delay_minutes": {"type": "number", "minimum": 0, "maximum": 10080},
+            "on": {"type": "array", "items": {"type": "string", "enum": list(RETRY_OUTCOMES)}},
+        },
+    }
+    counts = {
+        "type": "object",
+        "required": list(RECIPIENT_STATES),
+        "properties": {state: {"type": "integer", "minimum": 0} for state in RECIPIENT_STATES},
+    }
+    campaign_props: dict[str, Any] = {
+        "campaign_id": {"type": "string", "pattern": "^camp_[0-9a-f]{16}$"},
+        "name": {"type": "string"},
+        "agent_id": {"type": "string"},
+        "from_number": {"type": ["string", "null"]},
+        "prompt": nullable_str,
+        "status": {"type": "string", "enum": list(CAMPAIGN_STATUSES)},
+        "schedule_type": {"type": "string", "enum": ["now", "schedule"]},
+        "scheduled_at": date_time,
+        "window_start_minutes": {"type": "integer"},
+        "window_end_minutes": {"type": "integer"},
+        "window_days": {"type": "array", "items": {"type": "string"}},
+        "timezone": {"type": "string"},
+        "in_window": {"type": "boolean"},
+        "next_window_at": date_time,
+        "max_concurrent": {"type": "integer"},
+        "retry": retry,
+        "metadata": {"type": ["object", "null"]},
+        "recipients_total": {"type": "integer"},
+        "counts": counts,
+        "invalid": {"type": "array", "items": {"type": "object"}},
+        "last_error": {"type": ["object", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "launched_at": date_time,
+        "completed_at": date_time,
+        "canceled_at": date_time,
+        "duplicates_collapsed": {"type": "integer"},
+    }
+    campaign_required = ["campaign_id", "status", "agent_id", "counts", "recipients_total"]
+    campaign = {"type": "object", "required": campaign_required, "properties": campaign_props}
+    recipient_out = {
+        "type": "object",
+        "required": ["index", "phone_number", "state", "attempts", "call_ids", "calls"],
+        "properties": {
+            "index": {"type": "integer"},
+            "phone_number": e164,
+            "state": {"type": "string", "enum": list(RECIPIENT_STATES)},
+            "attempts": {"type": "integer"},
+            "next_attempt_at": date_time,
+            "last_outcome": nullable_str,
+            "last_call_id": nullable_str,
+            "last_error": {"type": ["object", "null"]},
+            "call_ids": {"type": "array", "items": {"type": "string"}},
+            "calls": {"type": "array", "items": {"type": "object"}},
+            "dynamic_vars": {"type": "object"},
+            "metadata": {"type": ["object", "null"]},
+            "prompt_override": nullable_str,
+        },
+    }
+    return {
+        "CampaignRecipient": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "phone_number": {**e164, "description": "Recipient in E.164"},
+                "phone": {**e164, "description": "Alias of phone_number"},
+                "dynamic_vars": string_map,
+                "variables": {**string_map, "description": "Alias of dynamic_vars"},
+                "metadata": {"type": "object"},
+                "prompt_override": {"type": "string", "maxLength": 16000},
+            },
+        },
+        "CampaignCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["agent_id", "recipients"],
+            "properties": {
+                "agent_id": {"type": "string"},
+                "from_number": e164,
+                "name": {"type": "string", "maxLength": 200},
+                "prompt": {"type": "string", "maxLength": 16000},
+                "recipients": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_RECIPIENTS,
+                    "items": _ref("CampaignRecipient"),
+                },
+                "schedule_type": {"type": "string", "enum": ["now", "schedule"]},
+                "scheduled_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "With schedule_type 'schedule'; without it the campaign "
+                    "is a draft until launched.",
+                },
+                "window_start_minutes": {"type": "integer", "minimum": 0, "maximum": 1439},
+                "window_end_minutes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 1440,
+                    "description": "Earlier than the start: an overnight window.",
+                },
+                "window_days": {"type": "array", "minItems": 1, "items": day},
+                "timezone": {"type": "string", "description": "IANA time zone"},
+                "max_concurrent": {"type": "integer", "minimum": 1, "maximum": 1000},
+                "retry": retry,
+                "skip_invalid": {"type": "boolean"},
+                "metadata": {"type": "object"},
+            },
+        },
+        "Campaign": campaign,
+        "CampaignDetail": {
+            "type": "object",
+            "required": [*campaign_required, "recipients", "recipients_count"],
+            "properties": {
+                **campaign_props,
+                "recipients": {"type": "array", "items": recipient_out},
+                "recipients_count": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+            },
+        },
+        "CampaignList": _list_schema("campaigns", "Campaign"),
+    }
+
+
 def _list_schema(key: str, item: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -430,6 +574,57 @@ def _carrier_callback(summary: str, operation_id: str) -> dict[str, Any]:
                 **_error_responses(403),
             },
         }
+    }
+
+
+def _campaign_paths() -> dict[str, Any]:
+    from nixflex_engine.store.campaigns import CAMPAIGN_STATUSES, RECIPIENT_STATES
+
+    campaign_id = _path_param("campaign_id", {"type": "string"})
+    tag = "Campaigns"
+    return {
+        "/v1/calls/batch": {
+            "post": _op(
+                "Create campaign",
+                _ref("Campaign"),
+                status=201,
+                body=_ref("CampaignCreate"),
+                errors=(403, 404, 409),
+                idempotent=True,
+                tag=tag,
+            ),
+            "get": _op(
+                "List campaigns",
+                _ref("CampaignList"),
+                params=[
+                    *_PAGE,
+                    _query("status", {"type": "string", "enum": list(CAMPAIGN_STATUSES)}),
+                ],
+                tag=tag,
+            ),
+        },
+        "/v1/calls/batch/{campaign_id}": {
+            "parameters": [campaign_id],
+            "get": _op(
+                "Get campaign",
+                _ref("CampaignDetail"),
+                params=[
+                    *_PAGE,
+                    _query("state", {"type": "string", "enum": list(RECIPIENT_STATES)}),
+                ],
+                errors=(404,),
+                tag=tag,
+            ),
+            "delete": _op("Cancel campaign", _ref("Campaign"), errors=(404, 409), tag=tag),
+        },
+        "/v1/calls/batch/{campaign_id}/launch": {
+            "parameters": [campaign_id],
+            "post": _op("Launch campaign", _ref("Campaign"), errors=(404, 409), tag=tag),
+        },
+        "/v1/calls/batch/{campaign_id}/pause": {
+            "parameters": [campaign_id],
+            "post": _op("Pause campaign", _ref("Campaign"), errors=(404, 409), tag=tag),
+        },
     }
 
 
@@ -555,6 +750,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "/v1/calls": {
                 "get": _op("List calls", _ref("CallList"), params=call_filters, tag="Calls")
             },
+            **_campaign_paths(),
             "/v1/calls/{call_id}": {
                 "parameters": [call_id],
                 "get": _op("Get call", _ref("Call"), errors=(404,), tag="Calls"),

@@ -40,7 +40,12 @@ from nixflex_engine.calls.dialer import Dialer, DialError, DialRequest, TwilioCr
 from nixflex_engine.calls.tokens import media_stream_token
 from nixflex_engine.crypto import Crypto, DecryptionError
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.store.repositories import NewCall, Repositories
+from nixflex_engine.store.repositories import (
+    AgentRecord,
+    NewCall,
+    PhoneNumberRecord,
+    Repositories,
+)
 
 __all__ = ["OUTBOUND_FIELDS", "OutboundCallService", "OutboundRequest", "validate_outbound"]
 
@@ -209,68 +214,32 @@ class OutboundCallService:
         # ciphertext -> auth token: decrypting on every dial costs more than the rest of step 5
         self._tokens: dict[str, str] = {}
 
-    async def create(self, account_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Run the seven steps; return the 201 body or raise :class:`ApiError`."""
+    async def create(
+        self, account_id: str, body: Mapping[str, Any], *, call_ref: str | None = None
+    ) -> dict[str, Any]:
+        """Run the seven steps; return the 201 body or raise :class:`ApiError`.
+
+        ``call_ref`` records the call under a reference fixed beforehand (the campaign
+        dispatcher's per-attempt reference); when a call with it already exists, nothing is
+        written or dialed and :class:`~nixflex_engine.store.repositories.DuplicateError` is
+        raised.
+        """
         try:
-            return await self._create(account_id, body)
+            return await self._create(account_id, body, call_ref)
         except ApiError as error:
             outcome = {429: "limited", 502: "dial_failed"}.get(error.status, "rejected")
             self._metrics.count_outbound(outcome)
             raise
 
-    async def _create(self, account_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _create(
+        self, account_id: str, body: Mapping[str, Any], call_ref: str | None
+    ) -> dict[str, Any]:
         req = validate_outbound(body)
         repos = self._repos
-        # 3. ownership
-        # One read fetches the agent and the number steps 4-5 need; the checks stay in order.
-        agent, number = await repos.agents.get_with_number(req.agent_id, req.from_number)
-        if agent is None:
-            raise ApiError(
-                404, "agent_not_found", "No agent with this id.", {"agent_id": req.agent_id}
-            )
-        if agent.account_id != account_id:
-            raise ApiError(
-                403,
-                "agent_not_owned",
-                "This agent does not belong to your API key's account.",
-                {"agent_id": req.agent_id},
-            )
-        # 4. a number to call from
-        if req.from_number is not None:
-            if number is None or number.account_id != account_id:
-                raise ApiError(
-                    403,
-                    "from_number_not_owned",
-                    "from_number is not a phone number of your account.",
-                    {"field": "from_number", "from_number": req.from_number},
-                )
-        elif number is None:
-            raise ApiError(
-                400,
-                "agent_no_phone",
-                "The agent has no phone number attached; attach one or pass from_number.",
-                {"agent_id": agent.agent_id},
-            )
-        # 5. carrier credentials on that number
-        credentials = self._credentials(
-            number.twilio_account_sid, number.twilio_auth_token_encrypted
+        agent, number, credentials = await self.check_sender(
+            account_id, req.agent_id, req.from_number
         )
-        if credentials is None:
-            raise ApiError(
-                400,
-                "twilio_credentials_missing",
-                "The phone number has no Twilio credentials; re-import it with "
-                "twilio_account_sid and twilio_auth_token.",
-                {"phone_number": number.phone_number},
-            )
         config = agent.config
-        if config.get("is_active") is False:
-            raise ApiError(
-                400,
-                "agent_inactive",
-                "The agent is inactive (is_active: false).",
-                {"agent_id": agent.agent_id},
-            )
         # 6. reserve a slot and write the record
         voicemail_action = req.voicemail_action or str(config.get("voicemail_action", "hangup"))
         record = await repos.calls.create_reserving_slot(
@@ -285,6 +254,7 @@ class OutboundCallService:
                 campaign_id=req.campaign_id,
                 prompt=req.prompt,
                 voicemail_message=req.voicemail_message,
+                call_ref=call_ref,
             ),
             default_limit=self._default_limit,
         )
@@ -370,6 +340,62 @@ class OutboundCallService:
         if req.metadata is not None:
             response["metadata"] = req.metadata
         return response
+
+    async def check_sender(
+        self, account_id: str, agent_id: str, from_number: str | None
+    ) -> tuple[AgentRecord, PhoneNumberRecord, TwilioCredentials]:
+        """Steps 3-5 (and the inactive-agent check): the agent, the number to call from and
+        its carrier credentials, or the :class:`ApiError` the outbound route would answer.
+        Campaign creation runs the same checks once for the whole campaign."""
+        # 3. ownership
+        # One read fetches the agent and the number steps 4-5 need; the checks stay in order.
+        agent, number = await self._repos.agents.get_with_number(agent_id, from_number)
+        if agent is None:
+            raise ApiError(404, "agent_not_found", "No agent with this id.", {"agent_id": agent_id})
+        if agent.account_id != account_id:
+            raise ApiError(
+                403,
+                "agent_not_owned",
+                "This agent does not belong to your API key's account.",
+                {"agent_id": agent_id},
+            )
+        # 4. a number to call from
+        if from_number is not None:
+            if number is None or number.account_id != account_id:
+                raise ApiError(
+                    403,
+                    "from_number_not_owned",
+                    "from_number is not a phone number of your account.",
+                    {"field": "from_number", "from_number": from_number},
+                )
+        elif number is None:
+            raise ApiError(
+                400,
+                "agent_no_phone",
+                "The agent has no phone number attached; attach one or pass from_number.",
+                {"agent_id": agent.agent_id},
+            )
+        # 5. carrier credentials on that number
+        credentials = self._credentials(
+            number.twilio_account_sid, number.twilio_auth_token_encrypted
+        )
+        if credentials is None:
+            raise ApiError(
+                400,
+                "twilio_credentials_missing",
+                "The phone number has no Twilio credentials; re-import it with "
+                "twilio_account_sid and twilio_auth_token.",
+                {"phone_number": number.phone_number},
+            )
+        config = agent.config
+        if config.get("is_active") is False:
+            raise ApiError(
+                400,
+                "agent_inactive",
+                "The agent is inactive (is_active: false).",
+                {"agent_id": agent.agent_id},
+            )
+        return agent, number, credentials
 
     async def _dial_failed(self, call_ref: str, details: dict[str, Any]) -> None:
         await self._repos.calls.fail_dial(call_ref, details)

@@ -741,6 +741,10 @@ class NewCall:
     campaign_id: str | None = None
     prompt: str | None = None
     voicemail_message: str | None = None
+    #: The engine reference to record the call under; None = a fresh one. A campaign fixes it
+    #: per attempt before dialing: ``calls.call_ref`` is unique, so a second insert of the same
+    #: attempt raises :class:`DuplicateError` and is never dialed.
+    call_ref: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -856,7 +860,7 @@ class CallRepository:
         several sharing PostgreSQL — cannot both take the last slot.
         """
         now = utcnow()
-        ref = new_call_ref()
+        ref = call.call_ref or new_call_ref()
         values: dict[str, Any] = {
             "call_id": ref,
             "call_ref": ref,
@@ -905,10 +909,15 @@ class CallRepository:
             new_id: int | None = conn.execute(_RESERVE_AND_INSERT_CALL, params).scalar()
             return new_id
 
-        if self._db.is_sqlite:  # SQLite has no UPDATE inside WITH; one thread hop anyway
-            new_id = await self._db.write(two_statements)
-        else:
-            new_id = await self._db.write(one_statement, single_statement=True)
+        try:
+            if self._db.is_sqlite:  # SQLite has no UPDATE inside WITH; one thread hop anyway
+                new_id = await self._db.write(two_statements)
+            else:
+                new_id = await self._db.write(one_statement, single_statement=True)
+        except IntegrityError as exc:
+            if call.call_ref is None:
+                raise
+            raise DuplicateError(call.call_ref) from exc  # nothing written, slot not taken
         return None if new_id is None else _call({"id": new_id, **values})
 
     async def mark_dialed(self, call_ref: str, call_sid: str) -> bool:
