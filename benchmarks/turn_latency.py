@@ -270,7 +270,21 @@ class TurnProfiler:
         self._vad_stop_mono = math.nan
         self._final_ms: float | None = None
         self._final_mono = math.nan
-        self._offset = math.nan  # monotonic ms - run clock ms
+        from nixflex_engine import frames as f
+
+        #: The frame types it reads (the probes skip every other frame at once).
+        self.watched: frozenset[type] = frozenset(
+            (
+                f.InterruptionFrame,
+                f.LLMResponseStartFrame,
+                f.LLMTextFrame,
+                f.OutputAudioFrame,
+                f.PlayedAudioFrame,
+                f.TranscriptFrame,
+                f.UserStoppedSpeakingFrame,
+                f.UserTurnEndedFrame,
+            )
+        )
 
     def on_frame(self, frame: Any, now: float, mono_ms: float) -> None:
         from nixflex_engine.frames import (
@@ -344,9 +358,10 @@ def _probe_class() -> type:
         def __init__(self, profiler: TurnProfiler, name: str) -> None:
             super().__init__(name=name)
             self._profiler = profiler
+            self._watched = profiler.watched
 
         async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-            if direction == FrameDirection.DOWNSTREAM:
+            if type(frame) in self._watched and direction == FrameDirection.DOWNSTREAM:
                 self._profiler.on_frame(frame, self.now_ms(), time.monotonic() * 1000.0)
             await self.push_frame(frame, direction)
 
@@ -548,6 +563,14 @@ class Child:
         if self._reader is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._reader, 5)
+        log_dir = os.environ.get("TURN_LATENCY_CHILD_LOGS")  # for debugging: its output
+        if log_dir:
+            await asyncio.to_thread(self._write_log, Path(log_dir))
+
+    def _write_log(self, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^\w.-]+", "_", self.name)
+        (log_dir / f"{name}.log").write_text("\n".join(self.log) + "\n")
 
 
 async def _get_json(url: str) -> dict[str, Any]:
@@ -582,7 +605,7 @@ def callee_script(turns: int, barge_in: bool) -> list[Any]:
     )
 
     steps: list[Any] = [Say(GREETING), UntilAgentSilent(silence_ms=600)]
-    lines = list(CALLER_LINES[:turns])
+    lines = plain_lines(turns, barge_in)
     for line in lines:
         steps += [Say(line), UntilAgentSilent(silence_ms=600)]
     if barge_in:
@@ -592,9 +615,17 @@ def callee_script(turns: int, barge_in: bool) -> list[Any]:
     return steps
 
 
+def plain_lines(turns: int, barge_in: bool) -> list[str]:
+    """The caller's lines; with a barge-in the last one is the question with the long reply,
+    which the barge-in then interrupts mid-sentence."""
+    if not barge_in or turns == 0:
+        return list(CALLER_LINES[:turns])
+    return [*CALLER_LINES[: turns - 1], CALLER_LINES[-1]]
+
+
 def measured_lines(turns: int, barge_in: bool) -> list[str]:
     """The caller lines whose reply is measured, in order."""
-    lines = list(CALLER_LINES[:turns])
+    lines = plain_lines(turns, barge_in)
     return [*lines, BARGE_IN_LINE] if barge_in else lines
 
 
@@ -702,6 +733,7 @@ async def run_scenario(
     rng = random.Random(7)
     rounds = max(1, sc.calls // sc.concurrency)
     t0_ms: dict[str, float] = {}
+    unmatched: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     turns: list[dict[str, Any]] = []
     barges: list[dict[str, Any]] = []
@@ -747,6 +779,14 @@ async def run_scenario(
                     problems.append(
                         f"call {call_no}: engine measured {len(eng_turns)} replies, "
                         f"callee {len(ts)}"
+                    )
+                    unmatched.append(
+                        {
+                            "call": call_no,
+                            "callee_turns": ts,
+                            "engine_latency": eng.get("latency"),
+                            "engine_profile": profile,
+                        }
                     )
                 for j, t in enumerate(ts):
                     reply = reply_for(t["line"]) or ""
@@ -801,6 +841,7 @@ async def run_scenario(
         "turns": turns,
         "barge_in": barges,
         "problems": problems,
+        "unmatched_calls": unmatched[:5],
     }
     print_scenario(out, waterfall=sc.concurrency == 1 or args.waterfall_all)
     return out
@@ -1250,8 +1291,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--harness-nice",
         type=int,
-        default=5,
-        help="niceness of the fakes and the callees (the engine stays at 0); 0 to disable",
+        default=0,
+        help="niceness of the fakes and the callees (the engine stays at 0)",
     )
     p.add_argument(
         "--per-call-clients",
