@@ -72,6 +72,7 @@ __all__ = [
     "VoicemailResultFrame",
 ]
 
+#: How an audio frame's bytes are encoded: mu-law 8 kHz (the line) or 16-bit PCM.
 AudioEncoding = Literal["mulaw", "pcm16"]
 
 

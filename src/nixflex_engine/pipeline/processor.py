@@ -45,7 +45,9 @@ class FrameDirection(IntEnum):
     UPSTREAM = 2
 
 
+#: Towards the caller's ear (the default direction of ``push_frame``).
 DOWNSTREAM = FrameDirection.DOWNSTREAM
+#: Back towards the line input (e.g. errors, what the agent said as heard).
 UPSTREAM = FrameDirection.UPSTREAM
 
 

@@ -151,13 +151,21 @@ class TTSAuthError(Exception):
 class TTSConnection(Protocol):
     """One open streaming-TTS connection."""
 
-    async def send_text(self, text: str) -> None: ...
+    async def send_text(self, text: str) -> None:
+        """Send text to synthesize (a chunk of the reply)."""
+        ...
 
-    async def flush(self) -> None: ...
+    async def flush(self) -> None:
+        """Synthesize everything sent so far now (ends a chunk: ``TTSFlushed`` follows)."""
+        ...
 
-    async def clear(self) -> None: ...
+    async def clear(self) -> None:
+        """Drop text and audio not sent yet (barge-in: ``TTSCleared`` follows)."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Close the connection."""
+        ...
 
     def events(self) -> AsyncIterator[TTSEvent]:
         """Events until the connection ends (normally: the iterator stops; else it raises)."""
@@ -416,6 +424,7 @@ class TextToSpeech(FrameProcessor, abc.ABC):
 
     @property
     def connected(self) -> bool:
+        """Whether a connection to the service is open now."""
         return self._conn is not None
 
     # --- frames ----------------------------------------------------------------------------

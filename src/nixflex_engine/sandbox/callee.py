@@ -213,6 +213,7 @@ class Drop:
     """Drop the connection abruptly (no ``stop``, no close frame)."""
 
 
+#: One step of a callee script (any of the step classes above).
 Step = (
     Say
     | Play

@@ -570,9 +570,11 @@ class SandboxCarrier:
     # --- configuration --------------------------------------------------------------------
 
     def set_script(self, number: str, script: CarrierScript) -> None:
+        """Play ``script`` for calls to ``number``."""
         self.scripts[number] = script
 
     def script_for(self, number: str) -> CarrierScript:
+        """The script a call to ``number`` plays (else :attr:`default_script`)."""
         return self.scripts.get(number, self.default_script)
 
     def load_scripts(self, obj: Mapping[str, Any]) -> None:

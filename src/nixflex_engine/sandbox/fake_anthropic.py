@@ -464,6 +464,7 @@ class FakeAnthropic:
         self._cache: OrderedDict[str, float] = OrderedDict()  # prefix digest → expiry
 
     def routes(self) -> list[BaseRoute]:
+        """The Starlette routes (``POST /v1/messages``)."""
         return [Route("/v1/messages", self._messages, methods=["POST"])]
 
     def fail_next(self, kind: FaultKind, *, times: int = 1, after_tokens: int = 2) -> None:
@@ -472,6 +473,7 @@ class FakeAnthropic:
             self.faults.append(AnthropicFault(kind, after_tokens=after_tokens))
 
     def add_rule(self, pattern: str, reply: str, *, times: int | None = None) -> None:
+        """Reply ``reply`` to requests whose last user message matches ``pattern``."""
         self.rules.append(Rule(pattern, reply, times))
 
     # -- reply selection

@@ -359,6 +359,7 @@ class FakeDeepgram:
         return audio
 
     def routes(self) -> list[BaseRoute]:
+        """The Starlette routes (``/v1/listen``, ``/v1/speak``)."""
         return [
             WebSocketRoute("/v1/listen", self._listen),
             WebSocketRoute("/v1/speak", self._speak),
