@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= auto
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest demo demo-campaign bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(PY) -m nixflex_engine.demo
+
+demo-campaign: $(STAMP)
+	$(PY) -m nixflex_engine.demo_campaign
 
 bench: $(STAMP)
 	bash benchmarks/run_all.sh
