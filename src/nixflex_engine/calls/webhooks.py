@@ -53,7 +53,7 @@ from nixflex_engine.calls.webhook_rules import (
 from nixflex_engine.crypto import Crypto, DecryptionError
 from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.store.repositories import CallRecord, Repositories, utcnow
-from nixflex_engine.store.webhooks import ClaimedDelivery, event_for
+from nixflex_engine.store.webhooks import AttemptResult, ClaimedDelivery, event_for
 
 __all__ = ["USER_AGENT", "RetryPolicy", "WebhookWorker", "webhook_body"]
 
@@ -144,6 +144,8 @@ class WebhookWorker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._unwritten: list[tuple[AttemptResult, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self.delivered = 0
         self.attempted = 0
 
@@ -173,6 +175,8 @@ class WebhookWorker:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         if self._own_client:
             await self._client.aclose()
 
@@ -239,12 +243,11 @@ class WebhookWorker:
         fresh_payload: str | None = None
         result = _Result("failed", error="call_not_found")
         try:
-            if payload is None:
-                record = await self._repos.calls.get(item.call_id, item.account_id)
-                if record is not None:
-                    payload = fresh_payload = self._body(
-                        item.event or event_for(record.answered_at), record
-                    )
+            if payload is None and item.call is not None:
+                record: CallRecord = item.call
+                payload = fresh_payload = self._body(
+                    item.event or event_for(record.answered_at), record
+                )
             if payload is not None:
                 result = await self._attempt(item, payload.encode("utf-8"))
         except asyncio.CancelledError:
@@ -280,19 +283,19 @@ class WebhookWorker:
             duration_ms=round(duration_ms, 1),
             next_attempt_at=next_at.isoformat() if next_at else None,
         )
+        attempt = AttemptResult(
+            claimed=item,
+            worker=self.worker_id,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=result.status_code,
+            error=result.error,
+            outcome=result.outcome,
+            next_attempt_at=next_at,
+            payload=fresh_payload,
+        )
         try:
-            held = await self._repos.webhooks.record_attempt(
-                item,
-                worker=self.worker_id,
-                started_at=started_at,
-                duration_ms=duration_ms,
-                status_code=result.status_code,
-                error=result.error,
-                outcome=result.outcome,
-                next_attempt_at=next_at,
-                payload=fresh_payload,
-                now=utcnow(),
-            )
+            held = await self._write(attempt)
         except Exception as exc:
             # The lease will expire and the row will be tried again.
             log_event(
@@ -311,6 +314,31 @@ class WebhookWorker:
                 delivery_id=item.delivery_id,
                 call_id=item.call_id,
             )
+
+    async def _write(self, attempt: AttemptResult) -> bool:
+        """Write an attempt's result. Results that finish while a write is running go in the
+        next write together: one transaction for many attempts under load."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._unwritten.append((attempt, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        return await asyncio.shield(future)
+
+    async def _write_batches(self) -> None:
+        while self._unwritten:
+            batch, self._unwritten = self._unwritten, []
+            try:
+                held = await self._repos.webhooks.record_attempts(
+                    [attempt for attempt, _ in batch], utcnow()
+                )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), ok in zip(batch, held, strict=True):
+                if not future.done():
+                    future.set_result(ok)
 
     async def _attempt(self, item: ClaimedDelivery, body: bytes) -> _Result:
         secret = await self._secret(item.account_id)

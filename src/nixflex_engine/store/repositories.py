@@ -792,6 +792,11 @@ def _call(row: Mapping[Any, Any]) -> CallRecord:
     return CallRecord(*(row[name] for name in _CALL_FIELDS))
 
 
+def call_from_row(row: Mapping[Any, Any]) -> CallRecord:
+    """A ``calls`` row as a :class:`CallRecord` (for other stores reading call rows)."""
+    return _call(row)
+
+
 @dataclass(slots=True, frozen=True)
 class CallFilters:
     agent_id: str | None = None

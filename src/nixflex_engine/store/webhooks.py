@@ -21,6 +21,7 @@ while the claim's ``lease_token`` still matches, together with the attempt's log
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ import sqlalchemy as sa
 
 from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import (
+    UTCDateTime,
     agents,
+    calls,
     phone_numbers,
     webhook_attempts,
     webhook_deliveries,
@@ -40,6 +43,7 @@ from nixflex_engine.store.models import (
 __all__ = [
     "ANALYSIS_HOLD_S",
     "AttemptRecord",
+    "AttemptResult",
     "ClaimedDelivery",
     "DeliveryRecord",
     "WebhookRepository",
@@ -139,6 +143,26 @@ class ClaimedDelivery:
     first_attempt_at: datetime | None
     lease_token: str
     lease_expires_at: datetime
+    #: The call row (a ``CallRecord``) when ``payload`` is still to be built, read in the
+    #: claim's transaction; None when the payload is fixed or the call is gone.
+    call: Any = None
+
+
+@dataclass(slots=True, frozen=True)
+class AttemptResult:
+    """What one attempt came to, for :meth:`WebhookRepository.record_attempts`."""
+
+    claimed: ClaimedDelivery
+    worker: str
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    #: delivered | retry | failed | gone | refused
+    outcome: str
+    next_attempt_at: datetime | None
+    #: The body this attempt built (stored if the row had none yet).
+    payload: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -244,10 +268,90 @@ class WebhookRepository:
         }
 
         def work(conn: sa.Connection) -> list[ClaimedDelivery]:
-            rows = conn.execute(self._claim_stmt, params).all()
-            return [ClaimedDelivery(*row) for row in rows]
+            from nixflex_engine.store.repositories import call_from_row
+
+            claimed = [ClaimedDelivery(*row) for row in conn.execute(self._claim_stmt, params)]
+            need = [c.call_pk for c in claimed if c.payload is None]
+            if not need:
+                return claimed
+            found = {
+                row["id"]: call_from_row(row)
+                for row in conn.execute(calls.select().where(calls.c.id.in_(need))).mappings()
+            }
+            return [
+                dataclasses.replace(c, call=found.get(c.call_pk)) if c.payload is None else c
+                for c in claimed
+            ]
 
         return await self._db.write(work)
+
+    async def record_attempts(self, results: Sequence[AttemptResult], now: datetime) -> list[bool]:
+        """Log attempts and apply their results, in one transaction (see
+        :meth:`record_attempt`); returns, for each, whether its claim still held the row."""
+
+        def work(conn: sa.Connection) -> list[bool]:
+            return [self._record(conn, r, now) for r in results]
+
+        return await self._db.write(work)
+
+    @staticmethod
+    def _record(conn: sa.Connection, r: AttemptResult, now: datetime) -> bool:
+        claimed = r.claimed
+        status = {"retry": "pending"}.get(r.outcome, r.outcome)
+        changes: dict[str, Any] = {
+            "status": status,
+            "attempts": _d.c.attempts + 1,
+            "first_attempt_at": sa.func.coalesce(_d.c.first_attempt_at, r.started_at),
+            "last_attempt_at": r.started_at,
+            "last_status_code": r.status_code,
+            "last_error": r.error,
+            "lease_owner": None,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if r.next_attempt_at is not None:
+            changes["next_attempt_at"] = r.next_attempt_at
+        if r.outcome == "delivered":
+            changes["delivered_at"] = now
+        if r.payload is not None:
+            changes["payload"] = sa.func.coalesce(_d.c.payload, r.payload)
+        held = (
+            conn.execute(
+                _d.update()
+                .where(_d.c.id == claimed.id, _d.c.lease_token == claimed.lease_token)
+                .values(**changes)
+            ).rowcount
+            == 1
+        )
+        # The log row, unless the delivery is gone (its call was deleted meanwhile).
+        conn.execute(
+            _a.insert().from_select(
+                [
+                    "delivery_pk",
+                    "attempt",
+                    "worker",
+                    "started_at",
+                    "duration_ms",
+                    "status_code",
+                    "error",
+                    "outcome",
+                    "next_attempt_at",
+                ],
+                sa.select(
+                    _d.c.id,
+                    sa.literal(claimed.attempts + 1),
+                    sa.literal(r.worker[:64]),
+                    sa.literal(r.started_at, UTCDateTime),
+                    sa.literal(round(r.duration_ms, 1), sa.Float),
+                    sa.literal(r.status_code, sa.Integer),
+                    sa.literal(r.error, sa.Text),
+                    sa.literal(r.outcome),
+                    sa.literal(r.next_attempt_at, UTCDateTime),
+                ).where(_d.c.id == claimed.id),
+            )
+        )
+        return held
 
     async def record_attempt(
         self,
@@ -266,49 +370,18 @@ class WebhookRepository:
         """Log one attempt and apply its result (``outcome``: delivered, retry, failed, gone,
         refused). The log row is always written; the delivery changes only while this claim
         still holds it — returns False when the lease had been lost meanwhile."""
-        status = {"retry": "pending"}.get(outcome, outcome)
-        changes: dict[str, Any] = {
-            "status": status,
-            "attempts": _d.c.attempts + 1,
-            "first_attempt_at": sa.func.coalesce(_d.c.first_attempt_at, started_at),
-            "last_attempt_at": started_at,
-            "last_status_code": status_code,
-            "last_error": error,
-            "lease_owner": None,
-            "lease_token": None,
-            "lease_expires_at": None,
-            "updated_at": now,
-        }
-        if next_attempt_at is not None:
-            changes["next_attempt_at"] = next_attempt_at
-        if outcome == "delivered":
-            changes["delivered_at"] = now
-        if payload is not None:
-            changes["payload"] = sa.func.coalesce(_d.c.payload, payload)
-        update = (
-            _d.update()
-            .where(_d.c.id == claimed.id, _d.c.lease_token == claimed.lease_token)
-            .values(**changes)
-        )
-        log = _a.insert().values(
-            delivery_pk=claimed.id,
-            attempt=claimed.attempts + 1,
-            worker=worker[:64],
+        result = AttemptResult(
+            claimed=claimed,
+            worker=worker,
             started_at=started_at,
-            duration_ms=round(duration_ms, 1),
+            duration_ms=duration_ms,
             status_code=status_code,
             error=error,
             outcome=outcome,
             next_attempt_at=next_attempt_at,
+            payload=payload,
         )
-
-        def work(conn: sa.Connection) -> bool:
-            held = conn.execute(update).rowcount == 1
-            if conn.execute(sa.select(_d.c.id).where(_d.c.id == claimed.id)).first() is not None:
-                conn.execute(log)
-            return held
-
-        return await self._db.write(work)
+        return (await self.record_attempts([result], now))[0]
 
     async def give_back(self, claims: Sequence[ClaimedDelivery]) -> None:
         """Return claims that were never attempted (shutdown), so any worker takes them now."""
