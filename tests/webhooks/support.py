@@ -33,7 +33,8 @@ from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.store.repositories import CallRecord, NewCall, Repositories, utcnow
 
-CRYPTO = Crypto(Fernet.generate_key())
+CRYPTO_KEY = Fernet.generate_key().decode()
+CRYPTO = Crypto(CRYPTO_KEY.encode())
 SETTINGS = Settings(
     encryption_key=Fernet.generate_key().decode(), public_base_url="https://engine.example.com"
 )
