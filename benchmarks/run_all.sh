@@ -216,6 +216,7 @@ if [ "${STATUS[frame_overhead]:-}" = ok ] && [ "${STATUS[pipecat_overhead]:-}" =
         --compare "$OUT_DIR/pipecat_overhead.json" | tee "$LOG_DIR/comparison.log"
 fi
 
+[ "${STATUS[turn_latency]:-}" = ok ] && "$PY" "$ROOT/benchmarks/_plot_turn_latency.py" "$OUT_DIR/turn_latency.json"
 echo
 echo "== summary (load now: $(uptime | sed 's/.*load average/load average/')) =="
 failed=0

@@ -39,6 +39,7 @@ PUBLIC_MODULES = (
     "nixflex_engine.calls.run",
     "nixflex_engine.calls.factories",
     "nixflex_engine.config",
+    "nixflex_engine.testing",
 )
 LIST = Path(__file__).parent / "data" / "public_api.txt"
 
