@@ -1,0 +1,372 @@
+"""Whole simulated calls under load: through the API, the sandbox carrier and the full pipeline.
+
+Three processes on this machine:
+
+- the **sandbox** (``nixflex-engine sandbox``): the carrier playing every call (status callbacks,
+  async AMD, a callee on each media stream), fake Deepgram STT/TTS and fake Anthropic — its
+  own process, because the fake STT decoder alone costs ~150 µs per 20 ms frame;
+- the **engine** (``nixflex-engine serve``, SQLite or ``--database-url``), pointed at it by
+  settings alone;
+- this **driver**: creates a key (``keys create``), an agent and a number through the API, then
+  keeps ``--concurrency`` calls in flight (``POST /v1/calls/outbound``) until ``--calls`` were
+  placed, polling each call's record until it is final.
+
+Every call is a person who says "Hello?", hears the opener, says goodbye and waits; the agent
+ends the call with ``[END_CALL]``. A call counts as correct when its record is ``completed`` /
+``agent_hangup`` with both sides in the transcript and a latency entry.
+
+Reported: calls/s sustained (calls finished ÷ time from the first dial to the last final
+record), the engine process's CPU seconds per call and its RSS per call in flight (peak RSS
+minus RSS before the first call, ÷ peak calls in flight), turn latency from the records (the
+engine's own figures: caller stops → agent audio out), failures, and the load (``uptime``)::
+
+    .venv/bin/python benchmarks/call_load.py [--calls 200] [--concurrency 100] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "call_load.json"
+QUICK_RESULTS = ROOT / "var" / "bench-quick" / "call_load.json"
+ACCOUNT_SID = "AC" + "b" * 32
+AUTH_TOKEN = "c" * 32
+FROM = "+15550100000"
+FINAL = ("completed", "busy", "no-answer", "failed", "canceled")
+CALLEE = [
+    {"silence": 300},
+    {"say": "Hello?"},
+    {"until_agent_silent": {"silence_ms": 500}},
+    {"say": "Okay, thank you. Goodbye."},
+    {"until_agent_silent": {"silence_ms": 500, "timeout_ms": 20000}},
+    {"silence": 8000},  # stays on the line: the agent hangs up
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def _wait_http(url: str, path: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=url, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{url} exited with {proc.returncode}")
+            try:
+                if client.get(path).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not start")
+
+
+def _env(
+    work: Path, engine_url: str, sandbox_url: str, fakes_url: str, database_url: str | None
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEX_")}
+    env.update(
+        NIXFLEX_DEV_MODE="true",
+        NIXFLEX_VAR_DIR=str(work / "var"),
+        NIXFLEX_DATABASE_URL=database_url or f"sqlite+aiosqlite:///{work / 'load.db'}",
+        NIXFLEX_RECORDINGS_DIR=str(work / "recordings"),
+        NIXFLEX_PUBLIC_BASE_URL=engine_url,
+        NIXFLEX_TWILIO_API_BASE_URL=sandbox_url,
+        NIXFLEX_DEEPGRAM_BASE_URL=fakes_url,
+        NIXFLEX_DEEPGRAM_API_KEY="load",
+        NIXFLEX_ANTHROPIC_BASE_URL=fakes_url,
+        NIXFLEX_ANTHROPIC_API_KEY="load",
+        NIXFLEX_RATE_LIMIT_READS_PER_MINUTE="1000000",
+        NIXFLEX_RATE_LIMIT_WRITES_PER_MINUTE="1000000",
+        NIXFLEX_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="call-load-"))
+    engine_port, sandbox_port, fakes_port = _free_port(), _free_port(), _free_port()
+    engine_url = f"http://127.0.0.1:{engine_port}"
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    # the provider fakes in a sandbox process of their own (--split-fakes): the carrier's
+    # callees and the fake STT decoder then use separate cores
+    fakes_url = f"http://127.0.0.1:{fakes_port}" if args.split_fakes else sandbox_url
+    scripts = work / "scripts.json"
+    scripts.write_text(
+        json.dumps({"default": {"outcome": "answer", "ring_s": 1.0, "callee": CALLEE}})
+    )
+    env = _env(work, engine_url, sandbox_url, fakes_url, args.database_url)
+    exe = [sys.executable, "-m", "nixflex_engine.cli"]
+    sandbox_args = [
+        "--scripts",
+        str(scripts),
+        "--twilio-account",
+        f"{ACCOUNT_SID}:{AUTH_TOKEN}",
+        "--twilio-number",
+        FROM,
+    ]
+    helpers: list[subprocess.Popen[bytes]] = []
+    helpers.append(
+        subprocess.Popen(
+            [*exe, "sandbox", "--port", str(sandbox_port), *sandbox_args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+    )
+    if args.split_fakes:
+        helpers.append(
+            subprocess.Popen(
+                [*exe, "sandbox", "--port", str(fakes_port)], env=env, stdout=subprocess.DEVNULL
+            )
+        )
+    engine: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_http(sandbox_url, "/sandbox/health", helpers[0])
+        _wait_http(fakes_url, "/sandbox/health", helpers[-1])
+        key = json.loads(
+            subprocess.run(
+                [
+                    *exe,
+                    "keys",
+                    "create",
+                    "--name",
+                    "load",
+                    "--json",
+                    "--max-concurrent-calls",
+                    str(args.concurrency),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+            ).stdout
+        )
+        engine = subprocess.Popen([*exe, "serve", "--port", str(engine_port)], env=env)
+        _wait_http(engine_url, "/healthz", engine)
+        cpu0 = [_cpu_s(p.pid) for p in helpers]
+        result = asyncio.run(_drive(args, engine, engine_url, key))
+        result["sandbox_cpu_s"] = [
+            round(_cpu_s(p.pid) - c, 1) for p, c in zip(helpers, cpu0, strict=True)
+        ]
+        result["uptime_after"] = _uptime()
+        return result
+    finally:
+        for proc in (engine, *helpers):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+async def _drive(
+    args: argparse.Namespace,
+    engine: subprocess.Popen[bytes],
+    engine_url: str,
+    key: dict[str, str],
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key['key_id']}:{key['key_secret']}"}
+    limits = httpx.Limits(max_connections=args.concurrency + 10)
+    async with httpx.AsyncClient(base_url=engine_url, timeout=30, limits=limits) as client:
+        r = await client.post(
+            "/v1/agents",
+            json={
+                "name": "Load",
+                "system_prompt": "You are Anna from Acme, calling {name}.",
+                "welcome_message": "Hi {name}, this is Anna from Acme.",
+                "voicemail_action": "hangup",
+            },
+            headers=headers,
+        )
+        r.raise_for_status()
+        agent_id = r.json()["agent_id"]
+        r = await client.post(
+            "/v1/phone-numbers",
+            json={
+                "phone_number": FROM,
+                "agent_id": agent_id,
+                "twilio_account_sid": ACCOUNT_SID,
+                "twilio_auth_token": AUTH_TOKEN,
+            },
+            headers=headers,
+        )
+        r.raise_for_status()
+
+        records: list[dict[str, Any]] = []
+        errors: list[str] = []
+        polls_retried = [0]
+        in_flight = 0
+        peak_in_flight = 0
+        slots = asyncio.Semaphore(args.concurrency)
+        rss0 = _rss(engine.pid)
+        rss_peak = rss0
+        cpu0 = _cpu_s(engine.pid)
+        t0 = time.monotonic()
+
+        async def one(i: int) -> None:
+            nonlocal in_flight, peak_in_flight
+            async with slots:
+                in_flight += 1
+                peak_in_flight = max(peak_in_flight, in_flight)
+                try:
+                    body = {
+                        "agent_id": agent_id,
+                        "to_number": f"+1555{2000000 + i:07d}",
+                        "dynamic_vars": {"name": f"caller {i}"},
+                        "metadata": {"i": i},
+                    }
+                    resp = await client.post("/v1/calls/outbound", json=body, headers=headers)
+                    if resp.status_code != 201:
+                        errors.append(f"dial {i}: {resp.status_code} {resp.text[:200]}")
+                        return
+                    call_id = resp.json()["call_id"]
+                    deadline = time.monotonic() + 120
+                    while time.monotonic() < deadline:
+                        await asyncio.sleep(1.0)
+                        try:
+                            got = await client.get(f"/v1/calls/{call_id}", headers=headers)
+                        except httpx.TransportError:
+                            polls_retried[0] += 1  # a pooled connection the server closed
+                            continue
+                        rec = got.json()
+                        if rec.get("status") in FINAL:
+                            records.append(rec)
+                            return
+                    errors.append(f"call {i}: not final after 120 s")
+                except httpx.HTTPError as exc:
+                    errors.append(f"call {i}: {exc!r}")
+                finally:
+                    in_flight -= 1
+
+        async def sample() -> None:
+            nonlocal rss_peak
+            while True:
+                rss_peak = max(rss_peak, _rss(engine.pid))
+                await asyncio.sleep(0.5)
+
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one(i) for i in range(args.calls)))
+        wall = time.monotonic() - t0
+        sampler.cancel()
+        cpu = _cpu_s(engine.pid) - cpu0
+
+    correct = [
+        r
+        for r in records
+        if r["status"] == "completed"
+        and r["ended_reason"] == "agent_hangup"
+        and {line["role"] for line in r["transcript"]} == {"caller", "agent"}
+        and (r.get("latency") or {}).get("turns")
+    ]
+    wrong = [
+        f"{r['call_id']}: {r['status']}/{r['ended_reason']}" for r in records if r not in correct
+    ]
+    totals = [
+        t["total_ms"]
+        for r in records
+        for t in (r.get("latency") or {}).get("turns", [])
+        if t.get("total_ms") is not None
+    ]
+    firsts = [
+        (r.get("latency") or {}).get("turns", [{}])[0].get("total_ms")
+        for r in records
+        if (r.get("latency") or {}).get("turns")
+    ]
+    return {
+        "command": " ".join(["benchmarks/call_load.py", *sys.argv[1:]]),
+        "calls": args.calls,
+        "concurrency": args.concurrency,
+        "peak_in_flight": peak_in_flight,
+        "completed_correctly": len(correct),
+        "failures": len(errors) + len(wrong),
+        "failure_examples": (errors + wrong)[:10],
+        "wall_s": round(wall, 1),
+        "calls_per_s": round(len(records) / wall, 2) if wall else None,
+        "poll_requests_retried": polls_retried[0],
+        "engine_cpu_s": round(cpu, 1),
+        "engine_cpu_s_per_call": round(cpu / max(1, len(records)), 3),
+        "engine_cpu_share": round(cpu / wall, 2) if wall else None,
+        "engine_rss_start_mib": round(rss0 / 2**20, 1),
+        "engine_rss_peak_mib": round(rss_peak / 2**20, 1),
+        "engine_rss_per_call_kib": round((rss_peak - rss0) / max(1, peak_in_flight) / 1024, 1),
+        "turn_total_ms": {
+            "n": len(totals),
+            "p50": _pct(totals, 0.5),
+            "p95": _pct(totals, 0.95),
+            "max": _pct(totals, 1.0),
+            "mean": round(statistics.fmean(totals), 1) if totals else None,
+        },
+        "first_turn_total_ms_p50": _pct([f for f in firsts if f is not None], 0.5),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Whole simulated calls under load.")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--quick", action="store_true", help="10 calls, 5 at a time")
+    parser.add_argument(
+        "--split-fakes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the Deepgram/Anthropic fakes from a second sandbox process (default)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.calls, args.concurrency = 10, 5
+    before = _uptime()
+    print("load before:", before)
+    result = run(args)
+    result["uptime_before"] = before
+    out = QUICK_RESULTS if args.quick else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if result["failures"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
