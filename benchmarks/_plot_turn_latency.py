@@ -11,6 +11,11 @@ each step the engine profiles (VAD stop, final transcript, turn decided, LLM fir
 first sentence chunk, TTS first audio, heard). The second panel compares the p50 totals of
 every scenario at one call (ours standard and preemptive, Pipecat's, and what the fakes
 inject: the floor no engine can beat). Plain SVG text: no plotting library.
+
+When it reads the kept results (``benchmarks/results/turn_latency.json``, not a ``--quick``
+run) it also rewrites the figures section of ``docs/benchmarks.md`` (between the
+``<!-- figures:start -->`` and ``<!-- figures:end -->`` markers) from the JSON files in
+``benchmarks/results/``, so the docs show the latest ``make bench``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from xml.sax.saxutils import escape
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IN = ROOT / "benchmarks" / "results" / "turn_latency.json"
+DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
 
 WIDTH = 860
 LEFT = 230  # label column
@@ -201,6 +208,102 @@ def render_svg(results: Mapping[str, Any]) -> str:
     return head + "\n" + "\n".join(out) + "\n</svg>\n"
 
 
+def _ms(node: Any, key: str = "p50") -> str:
+    value = node.get(key) if isinstance(node, Mapping) else None
+    return f"{value:,.0f}" if isinstance(value, int | float) else "n/a"
+
+
+def _load(path: Path) -> Mapping[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, Mapping) else None
+
+
+def figures_markdown(results_dir: Path) -> str:
+    """The figures section of ``docs/benchmarks.md`` from the JSON files in ``results_dir``."""
+    out: list[str] = []
+    turn = _load(results_dir / "turn_latency.json")
+    if turn is not None:
+        machine = turn.get("machine", {})
+        out.append(
+            f"Turn latency — run {machine.get('utc', '?')}, {machine.get('cpu_count', '?')} "
+            f"cores, `{str(machine.get('uptime', '')).strip()}`:"
+        )
+        out.append("")
+        out.append(
+            "| scenario | calls at once | heard p50 / p95 (ms) | injected p50 (ms) "
+            "| overhead p50 / p95 (ms) | barge-in clear after threshold p50 / max (ms) |"
+        )
+        out.append("|---|---|---|---|---|---|")
+        for sc in turn.get("scenarios", []):
+            s = sc.get("summary", {})
+            mode = str(sc.get("mode", ""))
+            name = "nixflex" if sc.get("engine") == "nixflex" else "Pipecat 1.14"
+            out.append(
+                f"| {name} {mode.removeprefix('pipecat-')} | {sc.get('concurrency', '?')} "
+                f"| {_ms(s.get('measured_ms'))} / {_ms(s.get('measured_ms'), 'p95')} "
+                f"| {_ms(s.get('injected_ms'))} "
+                f"| {_ms(s.get('overhead_ms'))} / {_ms(s.get('overhead_ms'), 'p95')} "
+                f"| {_ms(s.get('barge_in_after_threshold_ms'))} / "
+                f"{_ms(s.get('barge_in_after_threshold_ms'), 'max')} |"
+            )
+        targets = turn.get("comparison", {}).get("targets", {})
+        if targets:
+            out.append("")
+            out.append("Targets (from the JSON's `comparison.targets`):")
+            out.append("")
+            for name, t in targets.items():
+                if not isinstance(t, Mapping) or "target" not in t:
+                    continue
+                shown = {k: v for k, v in t.items() if k.endswith("_ms")}
+                values = ", ".join(f"{k} {v}" for k, v in shown.items())
+                verdict = "met" if t.get("met") else "**not met**"
+                out.append(f"- `{name}`: {values} — target {t['target']}: {verdict}")
+    comparison = _load(results_dir / "comparison.json")
+    if comparison is not None:
+        out.append("")
+        out.append(
+            f"Frame overhead against Pipecat 1.14 — run "
+            f"{comparison.get('machine', {}).get('utc', '?')} (details: "
+            "[benchmarks/README.md](../benchmarks/README.md)):"
+        )
+        out.append("")
+        for name, t in comparison.get("targets", {}).items():
+            if isinstance(t, Mapping):
+                shown = {k: v for k, v in t.items() if k != "met"}
+                values = ", ".join(
+                    f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
+                )
+                verdict = "met" if t.get("met") else "**not met**"
+                out.append(f"- `{name}`: {values}: {verdict}")
+    webhooks = _load(results_dir / "webhook_delivery.json")
+    if webhooks is not None:
+        out.append("")
+        for run in webhooks.get("runs", []):
+            out.append(
+                f"Webhook delivery ({run.get('database')}, {run.get('deliveries')} deliveries, "
+                f"{run.get('worker_processes')} worker process(es)): "
+                f"{run.get('deliveries_per_s')}/s, all delivered: {run.get('all_delivered')}."
+            )
+    return "\n".join(out) + "\n"
+
+
+def update_docs(page: Path, section: str) -> bool:
+    """Replace the text between the figures markers of ``page``; False if it has none."""
+    try:
+        text = page.read_text()
+    except OSError:
+        return False
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    page.write_text(f"{head}{START}\n{section}{END}{tail}")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Read the results (default ``benchmarks/results/turn_latency.json``), write the SVG
     (default: next to them, ``turn_latency_waterfall.svg``)."""
@@ -212,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     target.write_text(render_svg(json.loads(source.read_text())))
     print(f"turn-latency waterfall: {target}")
+    if source.resolve() == DEFAULT_IN.resolve() and update_docs(
+        DOCS_PAGE, figures_markdown(source.parent)
+    ):
+        print(f"latest figures: {DOCS_PAGE}")
     return 0
 
 

@@ -152,3 +152,27 @@ def test_the_turn_latency_waterfall_renders(tmp_path: Path) -> None:
     texts = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text")]
     assert "LLM: first token" in texts and "Pipecat (ws)" in texts and "1000 (+9)" in texts
     assert plot.main([str(tmp_path / "missing.json"), str(target)]) == 1
+
+
+def test_make_bench_rewrites_only_the_figures_section(tmp_path: Path) -> None:
+    plot = _plotter()
+    results = {
+        "machine": {"utc": "2026-01-01T00:00:00Z", "cpu_count": 2},
+        "scenarios": [_scenario("nixflex", "standard", 1000.0, True)],
+        "comparison": {
+            "targets": {"overhead_x1": {"p50_ms": 3.0, "target": "p50 <= 5 ms", "met": True}}
+        },
+    }
+    (tmp_path / "turn_latency.json").write_text(json.dumps(results))
+    section = plot.figures_markdown(tmp_path)
+    assert "| nixflex standard | 1 | 1,000 / n/a | 900 |" in section
+    assert "`overhead_x1`: p50_ms 3.0 — target p50 <= 5 ms: met" in section
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# B\n\nbefore\n{plot.START}\nold figures\n{plot.END}\nafter\n")
+    assert plot.update_docs(page, section)
+    text = page.read_text()
+    assert "old figures" not in text and section in text
+    assert text.startswith("# B\n\nbefore\n") and text.endswith(f"{plot.END}\nafter\n")
+    assert not plot.update_docs(tmp_path / "none.md", section)
+    checked_in = (DOCS / "benchmarks.md").read_text()
+    assert plot.START in checked_in and plot.END in checked_in
