@@ -44,6 +44,7 @@ async def test_answered_call_talks_and_agent_ends_it(make_stack: StackFactory) -
         UntilAgentSilent(),
         Say("Okay, thank you. Goodbye."),
         UntilAgentSilent(timeout_ms=10_000),
+        Silence(8000),  # stays on the line: the agent hangs up
     ]
     s.carrier.set_script(to, CarrierScript.answer(callee, ring_s=0.5))
     r = await s.dial(t, to, dynamic_vars={"patient_name": "Sarah"}, metadata=METADATA)
@@ -247,6 +248,7 @@ async def test_sdk_calls_get_shows_the_final_record(make_stack: StackFactory) ->
         UntilAgentSilent(),
         Say("Goodbye."),
         UntilAgentSilent(),
+        Silence(8000),  # stays on the line: the agent hangs up
     ]
     s.carrier.set_script(to, CarrierScript.answer(callee, ring_s=0.3))
     nx = Nixflex(api_key=f"{t.key_id}:{t.key_secret}", base_url=s.engine_url, max_retries=0)
