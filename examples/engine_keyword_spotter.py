@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +89,7 @@ class _Later:
 
 @asynccontextmanager
 async def _servers(
-    var_dir: Path, allowed: Sequence[str]
+    var_dir: Path, allowed: Sequence[str], overrides: Mapping[str, Any]
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SandboxCarrier]]:
     async with AsyncExitStack() as stack:
         # The sandbox: the carrier (fake Twilio REST playing each call) and the fake providers.
@@ -119,6 +119,7 @@ async def _servers(
             anthropic_base_url=sandbox_url,
             anthropic_api_key=SecretStr("sandbox"),
             allowed_chain_factories=list(allowed),
+            **overrides,
         )
         dialer = TwilioDialer(settings)
         stack.push_async_callback(dialer.aclose)
@@ -135,13 +136,15 @@ async def run_on_engine(
     allowed: Sequence[str] = (FACTORY,),
     calls: int = 1,
     max_concurrent_calls: int | None = None,
+    settings: Mapping[str, Any] | None = None,
     var_dir: Path | None = None,
     timeout_s: float = 60.0,
 ) -> list[EngineCall]:
-    """Start the sandbox and the engine, then through the API create a key, an agent and a
-    number, and place ``calls`` calls one after the other; return their final records."""
+    """Start the sandbox and the engine (``settings``: more engine settings), then through the
+    API create a key, an agent and a number, and place ``calls`` calls one after the other;
+    return their final records."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with _servers(var_dir or Path(tmp), allowed) as (http, carrier):
+        async with _servers(var_dir or Path(tmp), allowed, settings or {}) as (http, carrier):
             twilio = carrier.twilio.add_account()  # the sandbox's Twilio account
             carrier.twilio.add_number(twilio.sid, FROM)
             carrier.set_script(TO, CarrierScript.answer(list(callee), ring_s=0.5))

@@ -210,22 +210,49 @@ async def test_a_broken_chain_factory_fails_its_calls_cleanly(
     """(Every other way a factory breaks raises the same ChainFactoryError in the same place:
     tests/calls/test_factories.py.)"""
     from examples.engine_keyword_spotter import AGENT, run_on_engine
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from nixflex_engine.sandbox import serve_app
 
     module = f"broken_chains_{attr}"
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(BROKEN))
     monkeypatch.syspath_prepend(str(tmp_path))
-    path = f"{module}:{attr}"
-    # one call at a time: the second is accepted only if the first released its slot
-    calls = await run_on_engine(
-        agent={**AGENT, "chain_factory": path},
-        allowed=[f"{module}:*"],
-        calls=2,
-        max_concurrent_calls=1,
-        timeout_s=30,
-    )
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(await request.json())
+        return Response(status_code=204)
+
+    receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
+    async with serve_app(receiver) as hook_url:
+        # one call at a time: the second is accepted only if the first released its slot
+        calls = await run_on_engine(
+            agent={**AGENT, "chain_factory": f"{module}:{attr}", "webhook_url": hook_url + "/hook"},
+            allowed=[f"{module}:*"],
+            calls=2,
+            max_concurrent_calls=1,
+            settings={"allow_private_webhook_urls": True},
+            timeout_s=30,
+        )
+        for _ in range(200):  # the webhooks leave right after the record is final
+            if len(received) >= 2:
+                break
+            await asyncio.sleep(0.05)
     for call in calls:
         record = call.record
         assert record["status"] == "completed", record
         assert record["ended_reason"] == "error"
         assert record["ended_at"] and record["transcript"] == []
         assert call.carrier_log.ended_by in ("engine", "stream_closed")  # hung up, not left open
+    # the webhook is still sent: the call record as GET /v1/calls/{id} shows it
+    by_call = {body["call_id"]: body for body in received}
+    assert set(by_call) == {c.record["call_id"] for c in calls}, received
+    for body in by_call.values():
+        assert (body["event"], body["status"], body["ended_reason"]) == (
+            "call.ended",
+            "completed",
+            "error",
+        )
