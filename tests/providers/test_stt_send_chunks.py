@@ -39,8 +39,8 @@ class _Recorder:
 
 
 class _STT(SpeechToText):
-    def __init__(self, conn: _Recorder, **kw: float) -> None:
-        super().__init__(**kw)
+    def __init__(self, conn: _Recorder, *, send_chunk_ms: float) -> None:
+        super().__init__(send_chunk_ms=send_chunk_ms)
         self.conn = conn
 
     @contextlib.asynccontextmanager
