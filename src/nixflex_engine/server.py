@@ -33,7 +33,7 @@ from nixflex_engine.api.routing import AuthCache, Services
 from nixflex_engine.api.twilio import carrier_routes
 from nixflex_engine.calls.after import AfterCallWork
 from nixflex_engine.calls.analysis import analysis_client
-from nixflex_engine.calls.campaigns import CampaignDispatcher
+from nixflex_engine.calls.campaigns import CampaignDispatcher, OnCampaignCompleted
 from nixflex_engine.calls.chain import build_standard_chain
 from nixflex_engine.calls.dialer import Dialer
 from nixflex_engine.calls.outbound import OutboundCallService
@@ -43,6 +43,7 @@ from nixflex_engine.calls.webhooks import WebhookWorker
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.log import get_logger, log_event
+from nixflex_engine.store.campaigns import CampaignRecord
 from nixflex_engine.store.db import Database, upgrade
 from nixflex_engine.store.repositories import CallRecord, Repositories
 
@@ -120,6 +121,15 @@ async def keep_recording(store: RecordingStore, record: CallRecord) -> None:
     directory, where the recorder already wrote it in place)."""
     if record.recording_path:
         await store.save(record.call_id, Path(record.recording_path))
+
+
+def _wake_on_completed(worker: WebhookWorker) -> OnCampaignCompleted:
+    """A campaign completed: its ``campaign.completed`` rows are in the outbox; send now."""
+
+    async def wake(_campaign: CampaignRecord) -> None:
+        worker.wake()
+
+    return wake
 
 
 def create_app(
@@ -200,6 +210,7 @@ def create_app(
                 reconcile_interval_seconds=settings.campaign_reconcile_interval_seconds,
             )
             after.add_on_final(dispatcher.on_final)
+            dispatcher.add_on_completed(_wake_on_completed(webhooks))
             app.state.campaign_dispatcher = dispatcher
             if settings.campaign_dispatch_enabled:
                 dispatcher.start()

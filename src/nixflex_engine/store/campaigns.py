@@ -25,11 +25,13 @@ How one attempt is dialed at most once (see also ``calls/campaigns.py``):
    ``failed`` by the call reconciler — never redialed.
 
 Outcomes are applied with the campaign row locked, so "no recipient left → completed" is
-decided exactly once.
+decided exactly once, and the ``campaign.completed`` webhooks are queued in that same
+transaction (the outbox of ``store/webhooks.py``).
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,12 +43,16 @@ import sqlalchemy as sa
 from nixflex_engine.calls.calling_window import CallingWindow
 from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import (
+    agents,
     calls,
     campaign_attempts,
     campaign_recipients,
     campaigns,
+    phone_numbers,
+    webhook_deliveries,
 )
 from nixflex_engine.store.repositories import new_call_ref, utcnow
+from nixflex_engine.store.webhooks import new_delivery_id, new_event_id
 
 __all__ = [
     "CAMPAIGN_STATUSES",
@@ -885,4 +891,93 @@ def _complete_if_done(
         .mappings()
         .first()
     )
-    return _campaign(row) if row else None
+    if row is None:
+        return None
+    record = _campaign(row)
+    _enqueue_completed_webhooks(conn, record, now)
+    return record
+
+
+def _enqueue_completed_webhooks(
+    conn: sa.Connection, campaign: CampaignRecord, now: datetime
+) -> int:
+    """Queue ``campaign.completed`` in the transaction that completes the campaign (the webhook
+    outbox of ``store/webhooks.py``): to the agent's ``webhook_url`` and the calling number's
+    slots, with the payload fixed now. Outbox rows hang off a call (``call_pk``): the
+    campaign's newest call carries them; a campaign that placed no call has nothing to attach
+    to and sends none. The receiver's idempotency key is ``campaign_id`` + ``event``."""
+    last_call = conn.execute(
+        sa.select(calls.c.id, calls.c.from_number)
+        .where(calls.c.campaign_id == campaign.campaign_id)
+        .order_by(calls.c.id.desc())
+        .limit(1)
+    ).first()
+    if last_call is None:
+        return 0
+    counts = dict.fromkeys(RECIPIENT_STATES, 0)
+    for state, n in conn.execute(
+        sa.select(campaign_recipients.c.state, sa.func.count())
+        .where(campaign_recipients.c.campaign_id == campaign.campaign_id)
+        .group_by(campaign_recipients.c.state)
+    ):
+        counts[state] = int(n)
+    targets: list[tuple[str, str]] = []
+    config = conn.execute(
+        sa.select(agents.c.config).where(
+            agents.c.agent_id == campaign.agent_id, agents.c.account_id == campaign.account_id
+        )
+    ).scalar()
+    if isinstance(config, dict) and isinstance(config.get("webhook_url"), str):
+        targets.append(("agent", config["webhook_url"]))
+    number = conn.execute(
+        sa.select(phone_numbers.c.webhook_url, phone_numbers.c.webhook2_url).where(
+            phone_numbers.c.phone_number == (campaign.from_number or last_call[1]),
+            phone_numbers.c.account_id == campaign.account_id,
+        )
+    ).first()
+    if number is not None:
+        targets += [("number", number[0]), ("number2", number[1])]
+    payload = json.dumps(
+        {
+            "event": "campaign.completed",
+            "campaign_id": campaign.campaign_id,
+            "name": campaign.name,
+            "agent_id": campaign.agent_id,
+            "status": campaign.status,
+            "recipients_total": campaign.recipients_total,
+            "counts": counts,
+            "metadata": campaign.metadata,
+            "created_at": campaign.created_at.isoformat().replace("+00:00", "Z"),
+            "completed_at": now.isoformat().replace("+00:00", "Z"),
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    event_id = new_event_id()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for target, url in targets:
+        if not url or not url.strip() or url in seen:
+            continue
+        seen.add(url)
+        rows.append(
+            {
+                "delivery_id": new_delivery_id(),
+                "event_id": event_id,
+                "call_pk": last_call[0],
+                "call_id": campaign.campaign_id,
+                "account_id": campaign.account_id,
+                "event": "campaign.completed",
+                "target": target,
+                "url": url,
+                "status": "pending",
+                "payload": payload,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        conn.execute(webhook_deliveries.insert(), rows)
+    return len(rows)
