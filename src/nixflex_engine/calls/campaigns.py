@@ -186,6 +186,8 @@ class CampaignDispatcher:
             await self.reconcile(now)
         claimed = 0
         mono = time.monotonic()
+        for account_id in [a for a, until in self._account_wait.items() if until <= mono]:
+            del self._account_wait[account_id]
         for campaign in await self.campaigns.running():
             if self._account_wait.get(campaign.account_id, 0.0) > mono:
                 continue
