@@ -71,6 +71,8 @@ MAX_RETRY_DELAY_MINUTES = 7 * 24 * 60
 #: The request body cap for POST /v1/calls/batch (10,000 recipients with variables).
 BATCH_BODY_BYTES = 16 * 1024 * 1024
 RETRY_OUTCOMES = ("no-answer", "busy", "voicemail")
+#: Invalid rows listed in an error or a campaign body (``invalid_count`` has the total).
+INVALID_SHOWN = 100
 CAMPAIGN_FIELDS = frozenset(
     {
         "agent_id",
@@ -451,14 +453,22 @@ def parse_campaign(body: Mapping[str, Any], *, now: datetime) -> ParsedCampaign:
             400,
             "invalid_recipients",
             f"{len(invalid)} recipient(s) are invalid; fix them or send skip_invalid: true.",
-            {"field": "recipients", "invalid_count": len(invalid), "invalid": invalid[:100]},
+            {
+                "field": "recipients",
+                "invalid_count": len(invalid),
+                "invalid": invalid[:INVALID_SHOWN],
+            },
         )
     if not recipients:
         raise ApiError(
             400,
             "no_valid_recipients",
             "No valid recipient is left to call.",
-            {"field": "recipients", "invalid_count": len(invalid), "invalid": invalid[:100]},
+            {
+                "field": "recipients",
+                "invalid_count": len(invalid),
+                "invalid": invalid[:INVALID_SHOWN],
+            },
         )
     return ParsedCampaign(
         agent_id=agent_id,
@@ -518,7 +528,9 @@ def campaign_json(
         "metadata": record.metadata,
         "recipients_total": record.recipients_total,
         "counts": {state: int(counts.get(state, 0)) for state in RECIPIENT_STATES},
-        "invalid": record.invalid_recipients,
+        # the rows skipped at creation (skip_invalid): the first 100, and how many in all
+        "invalid": record.invalid_recipients[:INVALID_SHOWN],
+        "invalid_count": len(record.invalid_recipients),
         "last_error": record.last_error,
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),

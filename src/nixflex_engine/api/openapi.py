@@ -433,6 +433,7 @@ def _campaign_schemas(e164: dict[str, Any], nullable_str: dict[str, Any]) -> dic
         "recipients_total": {"type": "integer"},
         "counts": counts,
         "invalid": {"type": "array", "items": {"type": "object"}},
+        "invalid_count": {"type": "integer"},
         "last_error": {"type": ["object", "null"]},
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
