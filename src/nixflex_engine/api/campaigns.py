@@ -15,6 +15,27 @@ Creation validates everything before storing anything:
    400 ``agent_no_phone``/``twilio_credentials_missing``/``agent_inactive``).
 
 Then the campaign and its recipients are written in one transaction.
+
+Statuses: ``schedule_type: "now"`` (the default) creates a ``running`` campaign;
+``"schedule"`` with ``scheduled_at`` a ``scheduled`` one (running from that time), without it a
+``draft``. ``launch`` runs a draft, scheduled or paused campaign now (a running one: no-op);
+``pause`` stops claiming new recipients (calls in progress finish; ``launch`` resumes);
+``DELETE`` cancels: queued recipients become ``canceled``, calls in progress finish and are not
+retried. A campaign is ``completed`` once no recipient is queued or in progress. Anything else
+answers 409 (``campaign_not_launchable`` / ``_pausable`` / ``_cancelable``).
+
+Recipient fields: ``phone_number`` (alias ``phone``), ``dynamic_vars`` (alias ``variables``),
+``metadata`` (merged over the campaign's ``metadata`` on each call, recipient keys winning),
+``prompt_override`` (replaces the campaign's ``prompt`` for that call). Window:
+``window_start_minutes``/``window_end_minutes`` (minutes after local midnight; end < start is
+overnight; omit both for round the clock), ``window_days`` (``"mon"`` to ``"sun"``, full names, or
+0-6 with 0 = Sunday), ``timezone`` (IANA, default UTC). ``max_concurrent`` defaults to the
+account's limit. ``retry``: ``max_attempts`` (1-10 attempts in all; default 1 without a
+``retry`` object, 3 with one), ``retry_delay_minutes`` (0-10080, fractions allowed; default
+60), ``on`` (subset of ``no-answer``/``busy``/``voicemail``; default all three).
+
+``GET /v1/calls/batch/{id}`` pages the recipients with ``limit``/``offset`` (``state`` filters):
+each with its ``attempts``, ``call_ids`` and per-attempt ``calls`` (call id, call status, outcome).
 """
 
 from __future__ import annotations
