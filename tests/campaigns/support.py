@@ -67,7 +67,7 @@ class Rig:
 
     async def live(self, campaign_id: str) -> list[CallRecord]:
         """The campaign's calls holding a concurrency slot, oldest first."""
-        return await self.repos.db.read(
+        records: list[CallRecord] = await self.repos.db.read(
             lambda conn: [
                 _record(row)
                 for row in conn.execute(
@@ -77,9 +77,10 @@ class Rig:
                 ).mappings()
             ]
         )
+        return records
 
     async def all_calls(self, campaign_id: str) -> list[CallRecord]:
-        return await self.repos.db.read(
+        records: list[CallRecord] = await self.repos.db.read(
             lambda conn: [
                 _record(row)
                 for row in conn.execute(
@@ -87,6 +88,7 @@ class Rig:
                 ).mappings()
             ]
         )
+        return records
 
     async def end(self, record: CallRecord, status: str, *, voicemail: bool = False) -> None:
         """End a live call as the lifecycle would, then run the after-call hook."""

@@ -18,7 +18,8 @@ WEEKDAYS = frozenset({1, 2, 3, 4, 5})
 
 
 def local(tz: ZoneInfo, *args: int, fold: int = 0) -> datetime:
-    return datetime(*args, tzinfo=tz, fold=fold)  # type: ignore[misc]
+    year, month, day, hour, minute = args
+    return datetime(year, month, day, hour, minute, tzinfo=tz, fold=fold)
 
 
 def test_before_inside_after_a_day_window() -> None:
