@@ -28,19 +28,19 @@ async def _queue_failed_calls(repos: Repositories, url: str, n: int) -> tuple[st
 
 async def test_two_workers_never_deliver_a_row_twice(database_url: str, receiver: Receiver) -> None:
     """Two workers, each with its own connection pool (two nodes as far as the database can
-    tell), race for 200 due rows while the receiver answers slowly and fails some first
+    tell), race for 120 due rows while the receiver answers slowly and fails some first
     attempts: every event is answered 2xx exactly once and no row is attempted twice at once."""
     receiver.script = lambda d, n: (503 if n == 1 and d[-1] in "0123" else 200, 0.02)
     dbs = [Database(database_url), Database(database_url)]
     repos = [Repositories.over(db) for db in dbs]
     try:
-        account_id, ids = await _queue_failed_calls(repos[0], receiver.url, 200)
+        account_id, ids = await _queue_failed_calls(repos[0], receiver.url, 120)
         workers = [worker(r, max_concurrency=16, worker_id=f"node{i}") for i, r in enumerate(repos)]
         for w in workers:
             w.start()
         try:
             await wait_for(
-                lambda: all(receiver.ok_for(c, "call.failed") == 1 for c in ids), timeout_s=60
+                lambda: all(receiver.ok_for(c, "call.failed") == 1 for c in ids), timeout_s=120
             )
         finally:
             for w in workers:
@@ -128,7 +128,7 @@ async def test_worker_killed_mid_delivery_loses_nothing(
             assert all(receiver.ok_for(c, "call.failed") == 0 for c in ids)
             assert all(len(receiver.of(c)) == 1 for c in ids)
             await wait_for(
-                lambda: all(receiver.ok_for(c, "call.failed") == 1 for c in ids), timeout_s=60
+                lambda: all(receiver.ok_for(c, "call.failed") == 1 for c in ids), timeout_s=120
             )
         finally:
             await survivor.stop()

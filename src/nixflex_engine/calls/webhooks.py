@@ -128,6 +128,7 @@ class WebhookWorker:
         self._timeout_s = timeout_s
         self._lease_s = lease_s
         self._max = max(1, max_concurrency)
+        self._refill_at = max(1, self._max // 4)
         self._poll_s = poll_interval_s
         self._policy = policy or RetryPolicy()
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
@@ -193,20 +194,23 @@ class WebhookWorker:
     # --- the loop -------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        busy = False  # the last claim took all it asked for: more are likely due
         while not self._stopping:
             free = self._max - len(self._inflight)
             claimed: list[ClaimedDelivery] = []
             if free > 0:
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(free, probe=not busy)
                 except Exception as exc:
                     log_event(_log, "webhook.claim_failed", level=logging.WARNING, error=repr(exc))
             for item in claimed:
                 task = asyncio.get_running_loop().create_task(self._deliver(item))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-            if claimed and len(claimed) == free:
-                continue  # more may be due: claim again as soon as slots free up
+            if free > 0:
+                busy = len(claimed) == free
+            if busy and len(self._inflight) < self._max:
+                continue
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
@@ -215,11 +219,16 @@ class WebhookWorker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._wake.set()
+        # Claim again once a quarter of the slots are free (one claim for many rows), or
+        # at once when nothing is left in flight.
+        if not self._inflight or self._max - len(self._inflight) >= self._refill_at:
+            self._wake.set()
 
-    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
+    async def _claim(self, limit: int, *, probe: bool = True) -> list[ClaimedDelivery]:
+        """Claim up to ``limit`` due rows. ``probe`` first checks with a cheap read that
+        something is due, so an idle node's polls cost no write transaction."""
         now = utcnow()
-        if not await self._repos.webhooks.any_due(now):
+        if probe and not await self._repos.webhooks.any_due(now):
             return []
         return await self._repos.webhooks.claim(
             self.worker_id, limit=limit, lease_s=self._lease_s, now=now
