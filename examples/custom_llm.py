@@ -41,7 +41,7 @@ from nixflex_engine.processors import (
     VADProcessor,
     VoicemailProcessor,
 )
-from nixflex_engine.sandbox import Say, Step, UntilAgentSilent
+from nixflex_engine.sandbox import Say, Silence, Step, UntilAgentSilent
 
 __all__ = ["RULES", "RulesLLM", "build", "main"]
 
@@ -122,6 +122,7 @@ CALLEE: list[Step] = [
     UntilAgentSilent(silence_ms=500),
     Say("When are you open?"),
     UntilAgentSilent(silence_ms=500),
+    Silence(3000),  # the agent hangs up meanwhile (a slow machine must not make it the callee)
 ]
 
 

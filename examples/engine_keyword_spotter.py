@@ -67,6 +67,7 @@ CALLEE: list[Step] = [
     UntilAgentSilent(silence_ms=500),
     Say("Please cancel it."),
     UntilAgentSilent(silence_ms=500, timeout_ms=10_000),
+    Silence(3000),  # the agent hangs up meanwhile (a slow machine must not make it the callee)
 ]
 
 

@@ -30,6 +30,7 @@ from nixflex_engine.sandbox import (
     AnthropicSettings,
     FakeAnthropic,
     Say,
+    Silence,
     Step,
     UntilAgentSilent,
 )
@@ -119,6 +120,7 @@ CALLEE: list[Step] = [
     UntilAgentSilent(silence_ms=500),
     Say("Please cancel it."),
     UntilAgentSilent(silence_ms=500),
+    Silence(3000),  # the agent hangs up meanwhile (a slow machine must not make it the callee)
 ]
 
 

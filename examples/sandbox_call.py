@@ -46,6 +46,7 @@ from nixflex_engine.sandbox import (
     ListenSettings,
     SandboxCallee,
     Say,
+    Silence,
     SpeakSettings,
     Step,
     UntilAgentSilent,
@@ -177,6 +178,7 @@ CALLEE: list[Step] = [
     UntilAgentSilent(silence_ms=500),
     Say("Hi Anna. Goodbye!"),
     UntilAgentSilent(silence_ms=500),
+    Silence(3000),  # the agent hangs up meanwhile (a slow machine must not make it the callee)
 ]
 
 

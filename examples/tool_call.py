@@ -35,6 +35,7 @@ from nixflex_engine.sandbox import (
     AnthropicSettings,
     FakeAnthropic,
     Say,
+    Silence,
     Step,
     ToolReply,
     UntilAgentSilent,
@@ -104,6 +105,7 @@ CALLEE: list[Step] = [
     UntilAgentSilent(silence_ms=500),
     Say("Is Friday free?"),
     UntilAgentSilent(silence_ms=500),
+    Silence(3000),  # the agent hangs up meanwhile (a slow machine must not make it the callee)
 ]
 
 
