@@ -369,6 +369,13 @@ class CallSessions:
                 if live.task is not None:
                     await live.task.queue_frame(frame)
             outcome = await run
+        except asyncio.CancelledError:
+            # The node is going away mid-call: the record is left to the reconciler.
+            self._live.pop(call_id, None)
+            self._sessions -= 1
+            if self._sessions == 0:
+                self._idle.set()
+            raise
         except Exception as exc:
             log_event(
                 _log,
@@ -378,11 +385,12 @@ class CallSessions:
                 error=repr(exc),
                 exc_info=exc,
             )
-        finally:
-            self._live.pop(call_id, None)
         try:
             await self._finish_connected(record, answered_at, outcome, live.carrier_ended)
         finally:
+            # Only now: a carrier callback arriving while the session hangs up and writes the
+            # record (the `completed` its own hang-up caused) must not finish it first.
+            self._live.pop(call_id, None)
             self._sessions -= 1
             if self._sessions == 0:
                 self._idle.set()
