@@ -527,12 +527,11 @@ def main() -> None:
             runs = previous.get("runs", []) if isinstance(previous, dict) else []
         except ValueError:
             runs = []
-    key = (result["database"], result["worker_processes"], str(result["restart"] and "restart"))
-    runs = [
-        r
-        for r in runs
-        if (r["database"], r["worker_processes"], str(r["restart"] and "restart")) != key
-    ]
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["database"], r["worker_processes"], (r["restart"] or {}).get("mode"))
+
+    runs = [r for r in runs if key(r) != key(result)]
     runs.append(result)
     out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     print(json.dumps(result, indent=2))
