@@ -368,7 +368,9 @@ def _probe_class() -> type:
     return ProbeProcessor
 
 
-def build_chain(ctx: Any, *, preemptive: bool, profiler: TurnProfiler) -> Any:
+def build_chain(
+    ctx: Any, *, preemptive: bool, profiler: TurnProfiler, stt_send_chunk_ms: float = 0.0
+) -> Any:
     """``build_standard_chain``'s processors, with ``preemptive_generation`` as asked and four
     pass-through probes (after the STT, the LLM, the TTS, and at the end)."""
     from nixflex_engine.calls.chain import build_standard_chain
@@ -393,6 +395,8 @@ def build_chain(ctx: Any, *, preemptive: bool, profiler: TurnProfiler) -> Any:
             )
         out.append(p)
         if isinstance(p, DeepgramSTT):
+            if stt_send_chunk_ms:
+                p.send_chunk_bytes = max(1, int(stt_send_chunk_ms * 8))
             out.append(probe(profiler, "probe_stt"))
         elif isinstance(p, ClaudeLLM):
             out.append(probe(profiler, "probe_llm"))
@@ -452,7 +456,12 @@ async def run_engine(args: argparse.Namespace) -> None:
             clients=clients,
         )
         profiler = TurnProfiler()
-        chain = build_chain(ctx, preemptive=args.engine_preemptive, profiler=profiler)
+        chain = build_chain(
+            ctx,
+            preemptive=args.engine_preemptive,
+            profiler=profiler,
+            stt_send_chunk_ms=args.stt_send_chunk_ms,
+        )
         outcome = await run_call(chain, call_id=start.call_sid)
         line = {
             "call_sid": start.call_sid,
@@ -710,6 +719,8 @@ async def run_scenario(
             argv.append("--gc-freeze")
         if args.per_call_clients:
             argv.append("--per-call-clients")
+        if args.stt_send_chunk_ms:
+            argv.append(f"--stt-send-chunk-ms={args.stt_send_chunk_ms}")
         if args.cprofile:
             argv.append(f"--cprofile={args.cprofile}.{sc.mode}.{sc.concurrency}")
     else:
@@ -1293,6 +1304,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="niceness of the fakes and the callees (the engine stays at 0)",
+    )
+    p.add_argument(
+        "--stt-send-chunk-ms",
+        type=float,
+        default=0.0,
+        help="engine: the STT's send_chunk_ms (0: the processor's default)",
     )
     p.add_argument(
         "--per-call-clients",
