@@ -40,8 +40,9 @@ Defaults, for 8 kHz phone audio:
   silence when they are 25 dB quieter than the voice (below), so the stop is confirmed
   300 ms after the voice ended, not ≈400 ms (up to ~100 ms later on a line too noisy for
   that). Pauses inside an utterance (stop-consonant closures, hesitations, breaths) are
-  mostly shorter, so this rarely splits a sentence, and it lets the STT finalize early. It is a cue, not the end of the turn: turn taking
-  adds its own judgement (transcripts) on top.
+  mostly shorter, so this rarely splits a sentence, and it lets the STT finalize early. It
+  is a cue, not the end of the turn: turn taking adds its own judgement (transcripts) on
+  top.
 
 ``stop_ms`` is trimmed back over that hangover: trailing speech frames 25 dB quieter than
 the loudest of the last ten are taken for silence, both for ``stop_ms`` and, as they arrive,
