@@ -4,7 +4,6 @@ delivery, signatures, retries, 410, timeouts, unsafe addresses, leases."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import timedelta
 
 import pytest
@@ -259,20 +258,17 @@ async def test_slow_receiver_times_out_and_is_retried(
     record = await placed_call(repos, p)
     assert await repos.calls.finish_call(record.call_id, "busy", "busy")
     w = worker(repos, timeout_s=0.5, lease_s=5.0)
-    started = time.monotonic()
     w.start()
     try:
         await wait_for(lambda: _status_is(repos, record.call_id, p.account_id, "delivered"))
     finally:
         await w.stop()
-    # the second attempt did not wait for the first answer (3 s)
-    assert time.monotonic() - started < 3.0
     [delivery], _ = await repos.webhooks.list_for_call(
         record.call_id, p.account_id, limit=10, offset=0
     )
     first, second = delivery.attempt_log
     assert (first.outcome, first.error, first.status_code) == ("retry", "timeout", None)
-    assert 400 <= first.duration_ms < 2500
+    assert 400 <= first.duration_ms < 2500  # cut by the timeout, not by the 3 s answer
     assert second.outcome == "delivered"
 
 
