@@ -346,7 +346,10 @@ def _schemas() -> dict[str, Any]:
                 "delivery_id": {"type": "string"},
                 "event_id": {"type": "string"},
                 "call_id": {"type": "string"},
-                "event": {"type": "string", "enum": ["call.ended", "call.failed"]},
+                "event": {
+                    "type": "string",
+                    "enum": ["call.ended", "call.failed", "campaign.completed"],
+                },
                 "target": {"type": "string", "enum": ["agent", "number", "number2"]},
                 "url": {"type": "string"},
                 "status": {
