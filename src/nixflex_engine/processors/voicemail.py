@@ -54,7 +54,8 @@ happens to them next depends on the verdict:
   is the *greeting*: its frames (and its late final transcripts: those starting before the
   greeting's end) are never passed to turn taking; its text goes downstream as one
   ``TranscriptEntryFrame(role="caller")`` once the STT has finalized it (at the latest
-  ``greeting_flush_ms`` after the verdict, with the last interim text). Everything after it passes through: the conversation is on.
+  ``greeting_flush_ms`` after the verdict, with the last interim text). Everything after it
+  passes through: the conversation is on.
 * **No opener** (``welcome_message`` empty): the held frames are replayed to turn taking in
   their order, so the person's greeting is the first caller turn and the LLM speaks first in
   answer to it (the context aggregator then puts it in the transcript, as any turn). When the
