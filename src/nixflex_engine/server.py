@@ -121,8 +121,12 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def keep_recording(store: RecordingStore, record: CallRecord) -> None:
     """After the call: hand the recorder's WAV to the recording store (a no-op for the local
     directory, where the recorder already wrote it in place)."""
-    if record.recording_path:
+    if not record.recording_path:
+        return
+    try:
         await store.save(record.call_id, Path(record.recording_path))
+    except FileNotFoundError:
+        log_event(_log, "calls.recording_missing", level=logging.WARNING, call_id=record.call_id)
 
 
 def _wake_on_completed(worker: WebhookWorker) -> OnCampaignCompleted:

@@ -213,6 +213,12 @@ async def test_recording_served_with_ranges(env: Env) -> None:
     assert full.headers["accept-ranges"] == "bytes"
     assert int(full.headers["content-length"]) == size and full.content == data
 
+    head = await env.client.head(url, headers=h)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == size
+    head = await env.client.head(url, headers={**h, "Range": "bytes=0-9"})
+    assert head.status_code == 206 and head.headers["content-range"] == f"bytes 0-9/{size}"
+
     cases = {
         "bytes=0-43": (0, 43),
         "bytes=100-": (100, size - 1),

@@ -127,6 +127,8 @@ async def test_local_store_saves_atomically_reads_and_deletes(tmp_path: Path) ->
     # in place (the recorder wrote to the spool path): nothing moves
     same = await store.save("CAabc", store.spool_path("CAabc"))
     assert same.size_bytes == len(data)
+    with pytest.raises(FileNotFoundError):
+        await store.save("CAnone", store.spool_path("CAnone"))  # the recorder wrote nothing
     assert await store.delete("CAabc") is True
     assert await store.delete("CAabc") is False
     assert await store.stat("CAabc") is None

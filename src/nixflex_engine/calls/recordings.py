@@ -102,7 +102,8 @@ class LocalRecordingStore:
                 raise
             source.unlink(missing_ok=True)
         info = self._stat(target)
-        assert info is not None
+        if info is None:
+            raise FileNotFoundError(f"no recording file for {target.name}")
         return info
 
     @staticmethod
