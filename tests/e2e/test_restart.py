@@ -17,7 +17,7 @@ import pytest
 
 from nixflex_engine.api.keys import create_account_key
 from nixflex_engine.crypto import Crypto
-from nixflex_engine.sandbox.callee import Say, Silence, UntilAgentSilent
+from nixflex_engine.sandbox.callee import Hangup, Say, Silence, UntilAgentSilent
 from nixflex_engine.sandbox.carrier import CarrierScript
 from nixflex_engine.store.db import Database, upgrade
 from nixflex_engine.store.repositories import Repositories
@@ -171,3 +171,56 @@ async def test_engine_killed_mid_call_is_reconciled_on_start_up(tmp_path: Path) 
         account = await repos.accounts.get(key.account_id)
         assert account is not None and account.calls_in_flight == 0
         assert new_url != url
+
+
+@pytest.mark.slow
+async def test_a_live_call_on_another_node_is_left_alone(tmp_path: Path) -> None:
+    """Node B reconciles every ~0.3 s with a 1 s threshold; node A heartbeats the call it
+    holds, so B never touches it and the call ends normally."""
+    async with AsyncExitStack() as stack:
+        sandbox = await start_sandbox(stack, speed=1.0)
+        to = "+15550124003"
+        sandbox.carrier.set_script(
+            to,
+            CarrierScript.answer(
+                [Silence(200), Say("Hello?"), UntilAgentSilent(), Silence(4000), Hangup()],
+                ring_s=0.3,
+            ),
+        )
+        fast = {"reconcile_stale_after_s": 1.0, "reconcile_ringing_after_s": 1.0}
+        url_a, _, app_a = await start_engine(stack, tmp_path, sandbox, **fast)
+        await start_engine(stack, tmp_path, sandbox, **fast)  # node B, same database
+        services = app_a.state.services
+        key = await create_account_key(services.repos, services.crypto, name="two")
+        headers = {"Authorization": f"Bearer {key.key_id}:{key.key_secret}"}
+        async with httpx.AsyncClient(base_url=url_a, timeout=10) as client:
+            r = await client.post(
+                "/v1/agents",
+                json={"name": "A", "system_prompt": "Hi.", "welcome_message": "Hi there."},
+                headers=headers,
+            )
+            agent_id = r.json()["agent_id"]
+            r = await client.post(
+                "/v1/phone-numbers",
+                json={
+                    "phone_number": FROM,
+                    "agent_id": agent_id,
+                    "twilio_account_sid": sandbox.account.sid,
+                    "twilio_auth_token": sandbox.account.auth_token,
+                },
+                headers=headers,
+            )
+            assert r.status_code == 201, r.text
+            r = await client.post(
+                "/v1/calls/outbound", json={"agent_id": agent_id, "to_number": to}, headers=headers
+            )
+            call_id = r.json()["call_id"]
+            call = await sandbox.carrier.wait_ended(call_id, 30)
+            assert call.ended_by == "callee"
+            deadline = time.monotonic() + 10
+            while (rec := await services.repos.calls.get(call_id)) is not None and rec.slot_held:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert rec is not None
+        assert rec.status == "completed" and rec.ended_reason == "caller_hangup"
+        assert rec.duration_seconds is not None and rec.duration_seconds > 4
