@@ -41,8 +41,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results" / "call_load.json"
-QUICK_RESULTS = ROOT / "var" / "bench-quick" / "call_load.json"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+QUICK_DIR = ROOT / "var" / "bench-quick"
 ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "c" * 32
 FROM = "+15550100000"
@@ -321,6 +321,11 @@ async def _drive(
         "completed_correctly": len(correct),
         "failures": len(errors) + len(wrong),
         "failure_examples": (errors + wrong)[:10],
+        "failure_transcripts": [
+            [f"{line['timestamp_ms']}ms {line['role']}: {line['text']}" for line in r["transcript"]]
+            for r in records
+            if r not in correct
+        ][:3],
         "wall_s": round(wall, 1),
         "calls_per_s": round(len(records) / wall, 2) if wall else None,
         "poll_requests_retried": polls_retried[0],
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     print("load before:", before)
     result = run(args)
     result["uptime_before"] = before
-    out = QUICK_RESULTS if args.quick else RESULTS
+    out = (QUICK_DIR if args.quick else RESULTS_DIR) / f"call_load_c{args.concurrency}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
