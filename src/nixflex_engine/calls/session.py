@@ -46,7 +46,12 @@ from typing import Any
 
 from twilio.request_validator import RequestValidator
 
-from nixflex_engine.calls.chain import AgentProfile, CallContext, build_standard_chain
+from nixflex_engine.calls.chain import (
+    AgentProfile,
+    CallContext,
+    ProviderClients,
+    build_standard_chain,
+)
 from nixflex_engine.calls.dialer import CallStatusSource, Dialer, DialError, TwilioCredentials
 from nixflex_engine.calls.factories import resolve_chain_factory
 from nixflex_engine.calls.run import CallOutcome, run_call
@@ -143,6 +148,14 @@ class CallSessions:
         self._sessions = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        # Built on the first call and shared by every call of this node: an SDK client costs
+        # tens of ms of CPU to build, which would stall every other live call's event loop.
+        self._clients: ProviderClients | None = None
+
+    def _provider_clients(self) -> ProviderClients:
+        if self._clients is None:
+            self._clients = ProviderClients.from_settings(self._settings)
+        return self._clients
 
     # --- tokens and signatures ----------------------------------------------------------
 
@@ -344,6 +357,7 @@ class CallSessions:
                 history=await self._history(record, profile),
                 voicemail_action=record.voicemail_action or None,  # type: ignore[arg-type]
                 voicemail_message=record.voicemail_message,
+                clients=self._provider_clients(),
             )
             recording = (
                 self._settings.recordings_dir / f"{call_id}.wav" if profile.record_call else None
@@ -614,6 +628,9 @@ class CallSessions:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             log_event(_log, "call.shutdown_timeout", level=logging.WARNING, live=self._sessions)
+        if self._clients is not None:
+            await self._clients.aclose()
+            self._clients = None
 
 
 def _int(value: str | None) -> int | None:
