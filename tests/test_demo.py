@@ -44,6 +44,7 @@ async def test_demo_call_ends_as_scripted(tmp_path: Path) -> None:
     assert record["voicemail_detected"] is False
     assert record["call_summary"] and record["call_successful"] is not None
     assert [hook["event"] for hook in result.webhooks] == ["call.ended"]
+    assert result.webhooks[0]["_signature_valid"] is True
     text = out.getvalue()
     for shown in ("call is ringing", "barge-in", "[END_CALL]", "agent : Hi, is this Sarah?"):
         assert shown in text, shown

@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 from nixflex_engine.api.keys import create_account_key
 from nixflex_engine.calls.chain import CallContext, build_standard_chain
 from nixflex_engine.calls.twilio_dialer import TwilioDialer
+from nixflex_engine.calls.webhook_rules import SIGNATURE_HEADER, verify_webhook
 from nixflex_engine.config import Settings
 from nixflex_engine.frames import (
     Frame,
@@ -253,10 +254,19 @@ async def run_demo(*, out: TextIO = sys.stdout, var_dir: Path = Path("var/demo")
     webhooks: list[dict[str, Any]] = []
     webhook_arrived = asyncio.Event()
 
+    signing_secret: list[str] = []  # the account's key secret, once the key exists
+
     async def receive_webhook(request: Request) -> Response:
-        webhooks.append(json.loads(await request.body()))
+        body = await request.body()
+        valid = verify_webhook(
+            signing_secret[0] if signing_secret else "",
+            body,
+            request.headers.get(SIGNATURE_HEADER),
+            now=int(time.time()),
+        )
+        webhooks.append({**json.loads(body), "_signature_valid": valid})
         webhook_arrived.set()
-        return Response(status_code=204)
+        return Response(status_code=204 if valid else 401)
 
     sandbox_app = build_sandbox_app(
         deepgram=deepgram,
@@ -289,6 +299,7 @@ async def run_demo(*, out: TextIO = sys.stdout, var_dir: Path = Path("var/demo")
         services = app.state.services
         key = await create_account_key(services.repos, services.crypto, name="demo")
         headers = {"Authorization": f"Bearer {key.key_id}:{key.key_secret}"}
+        signing_secret.append(key.key_secret)
         client = await stack.enter_async_context(httpx.AsyncClient(base_url=engine_url, timeout=15))
         live.say(f"API key {key.key_id}:… created")
         agent_body = {**DEMO_AGENT, "webhook_url": sandbox_url + WEBHOOK_PATH}
@@ -397,6 +408,8 @@ def _report(result: DemoResult, out: TextIO) -> None:
     if result.webhooks:
         hook = result.webhooks[-1]
         p(f"\nWebhook received: {hook.get('event')} for {hook.get('call_id') or ''}".rstrip())
+        verdict = "valid" if hook.get("_signature_valid") else "INVALID"
+        p(f"  X-Nixflex-Signature checked by the receiver with the key secret: {verdict}")
     else:
         p("\nWebhook: none received within 20 s")
 

@@ -96,3 +96,15 @@ def test_resolved_addresses_checked_at_delivery() -> None:
     with pytest.raises(UnsafeWebhookURL):
         check_resolved_addresses([])
     check_resolved_addresses(["127.0.0.1"], allow_private=True)
+
+
+@given(body=st.binary(max_size=500), t=st.integers(1_600_000_000, 2_000_000_000))
+def test_verify_webhook_agrees_with_the_official_sdk(body: bytes, t: int) -> None:
+    from nixflex_engine.calls.webhook_rules import verify_webhook
+
+    header = sign_webhook(SECRET, body, t)
+    for now in (t, t + 299, t + 301):
+        for candidate in (header, header.replace("v1=", "v1=0"), "t=x,v1=y", None):
+            assert verify_webhook(SECRET, body, candidate, now=now) == (
+                verify_webhook_signature(body, candidate, SECRET, now=now)
+            )

@@ -32,6 +32,7 @@ __all__ = [
     "next_retry_delay_s",
     "should_retry",
     "sign_webhook",
+    "verify_webhook",
 ]
 
 SIGNATURE_HEADER = "X-Nixflex-Signature"
@@ -55,6 +56,28 @@ def sign_webhook(secret: str, body: bytes, timestamp: int) -> str:
     """The ``X-Nixflex-Signature`` header value for ``body`` sent at ``timestamp``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_webhook(
+    secret: str, body: bytes, header: str | None, *, now: int, tolerance_s: int = 300
+) -> bool:
+    """Whether ``header`` is a valid, fresh ``X-Nixflex-Signature`` for ``body``.
+
+    What a receiver runs (the official SDK's ``verify_webhook_signature`` does the same):
+    parse ``t`` and ``v1``, refuse a timestamp more than ``tolerance_s`` from ``now`` (a
+    replay), and compare the HMAC in constant time.
+    """
+    if not header or not secret:
+        return False
+    parts = dict(p.strip().split("=", 1) for p in header.split(",") if "=" in p)
+    try:
+        t = int(parts.get("t", ""))
+    except ValueError:
+        return False
+    if abs(now - t) > tolerance_s:
+        return False
+    expected = sign_webhook(secret, body, t).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
 def next_retry_delay_s(
