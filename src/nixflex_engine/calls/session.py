@@ -53,14 +53,14 @@ from nixflex_engine.calls.chain import (
     build_standard_chain,
 )
 from nixflex_engine.calls.dialer import CallStatusSource, Dialer, DialError, TwilioCredentials
-from nixflex_engine.calls.factories import resolve_chain_factory
+from nixflex_engine.calls.factories import ChainFactory, resolve_chain_factory
 from nixflex_engine.calls.run import CallOutcome, run_call
 from nixflex_engine.calls.tokens import media_stream_token
 from nixflex_engine.config import Settings
 from nixflex_engine.crypto import Crypto
 from nixflex_engine.frames import AMDResultFrame, EndReason
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.pipeline import FrameProcessor, PipelineTask
+from nixflex_engine.pipeline import PipelineTask
 from nixflex_engine.processors.prompt import HistoryEntry
 from nixflex_engine.store.repositories import (
     ACTIVE_CALL_STATUSES,
@@ -81,8 +81,6 @@ __all__ = [
 
 _log = get_logger("nixflex_engine.calls")
 
-#: Builds the agent chain for one call (the standard chain, or an agent's own factory).
-ChainFactory = Callable[[CallContext], FrameProcessor]
 #: Runs after a call's record is final: (record, outcome of the media session or None).
 AfterCall = Callable[[CallRecord, CallOutcome | None], Awaitable[None]]
 
