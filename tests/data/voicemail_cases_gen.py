@@ -18,7 +18,10 @@ How the set is built, and why it is not tuned to the detectors:
 * Splits: ``dev`` (tuned on), ``heldout`` (its aggregate figures were seen after the first
   tuning round, and then its errors: from that point it is no longer blind), ``heldout2``
   (``TEMPLATES_HELDOUT2``, new wordings written right then, before any further change, and
-  never inspected case by case: the clean generalisation figure).
+  never inspected case by case: the clean generalisation figure until then), ``heldout3``
+  (``TEMPLATES_HELDOUT3``, 65 templates with new wordings, written before the work on faster
+  machine verdicts, when heldout2 stopped being blind for that work: only its totals are
+  looked at, it is the blind figure).
 * Timing model: speech starts 0.2-1.4 s after pickup (people) or 0.3-1.6 s (machines and
   carrier prompts); speaking rate 2.6-4.0 words/s (machines read slower than people
   talk); "/" in a template is a short pause inside a greeting (150-550 ms, sometimes up to
@@ -358,6 +361,86 @@ TEMPLATES_HELDOUT2: list[T] = [
 ]
 # fmt: on
 
+# A third held-out set, written before the work on faster machine verdicts (at which point
+# heldout and heldout2 had both been looked at case by case for that work). Its wordings
+# appear in no template above. Only its totals are looked at: it is the blind figure.
+# fmt: off
+TEMPLATES_HELDOUT3: list[T] = [
+    # English, machines
+    T("en", "machine", "personal", "Hi, you've got the voicemail for {first}. / I'm away from the phone. / Say what you need after the tone and I'll ring you back.", "maybe"),
+    T("en", "machine", "personal_nocue", "Yo, {first}. / Do your thing.", "always", "very short, no phrase cue"),
+    T("en", "machine", "business", "Thanks for calling {company}, where your smile comes first. / We're with other patients right now. / Stay on the line to record a message, or call back during office hours.", "maybe"),
+    T("en", "machine", "carrier", "The wireless customer you are calling is not available at this time. / Please try your call again later.", "never", "carrier prompt with no mailbox"),
+    T("en", "machine", "carrier", "At the tone, please record your message. / When you are finished, simply hang up.", "always"),
+    T("en", "machine", "personal_short", "{first} {last}, leave it at the beep.", "always", "short greeting"),
+    T("en", "machine", "family", "You've reached the {last}s. / Nobody can pick up, / so go ahead and say your piece.", "maybe"),
+    T("en", "machine", "carrier_unset", "This voicemail box has not been set up. / Please call again later.", "never"),
+    T("en", "machine", "business", "Hello and thank you for calling {company}. / If you know your party's extension, you may dial it at any time. / For sales, press one. / For billing, press two.", "never", "phone menu, no mailbox cue"),
+    T("en", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+    T("en", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # English, people
+    T("en", "human", "take_message", "Mm, he's stepped out for a bit. / Can I take a message for him?", notes="hard: 'take a message' said live"),
+    T("en", "human", "take_message", "I'm sorry, Doctor {last} isn't available right now. / Can I get your name and number?", notes="hard: 'isn't available right now' + 'name and number' said live"),
+    T("en", "human", "hello", "Hello? / Who's calling please?"),
+    T("en", "human", "hello", "Yeah, who's this?"),
+    T("en", "human", "receptionist", "{company}, {first} speaking, / are you calling to book an appointment?"),
+    T("en", "human", "monologue", "Oh hi, yes, I'm just in the middle of cooking dinner so I can't talk long, but what can I do for you?", notes="long unbroken live answer"),
+    T("en", "human", "long", "Hello, yes, this is {first}, I filled out the form on your website last night, / I guess that's why you're calling?", notes="long live answer"),
+    T("en", "human", "silent_then_hello", "// Hi? / Who's there?"),
+    T("en", "human", "short", "Yep."),
+    T("en", "human", "mentions_voicemail", "Hi, sorry, I saw I missed your call, / there was no message though, / what's it about?", notes="hard: 'missed your call' + 'message' said live"),
+    T("en", "human", "hello_repeat", "Hi? // Hi, can you hear me? // I can't hear you."),
+    # Spanish
+    T("es", "machine", "personal", "Hola, estás llamando a {first}. / No estoy disponible, / por favor deja tu recado y te regreso la llamada.", "maybe"),
+    T("es", "machine", "carrier", "El usuario que usted llama no puede atenderle en este momento. / Deje su mensaje tras la señal.", "always"),
+    T("es", "machine", "personal_nocue", "¡Ey! / {first} al habla.", "always", "short, no phrase cue"),
+    T("es", "machine", "business", "Bienvenido a {company}. / Le informamos que nuestras oficinas se encuentran cerradas. / Si lo desea, deje su mensaje y le contactaremos.", "maybe"),
+    T("es", "human", "take_message", "Ahorita no puede pasar al teléfono, / ¿le dejo algún recado?", notes="hard: 'recado' said live"),
+    T("es", "human", "hello", "¿Sí? / ¿Quién es?"),
+    T("es", "human", "receptionist", "{company}, buenos días, / habla {first}, ¿con quién tengo el gusto?"),
+    T("es", "human", "monologue", "Hola, sí, soy yo, justo estaba esperando su llamada por lo del presupuesto que pedí la semana pasada.", notes="long unbroken live answer"),
+    # French
+    T("fr", "machine", "personal", "Bonjour, ici {first} {last}. / Je suis indisponible, / merci de me laisser vos coordonnées, je vous recontacterai.", "maybe"),
+    T("fr", "machine", "carrier", "Le numéro demandé n'est pas joignable. / Merci de renouveler votre appel plus tard.", "never"),
+    T("fr", "machine", "personal_nocue", "C'est {first}. / Bisous !", "always", "short, no phrase cue"),
+    T("fr", "machine", "carrier", "Votre appel est transféré sur la messagerie du {number}. / Parlez après le bip.", "always"),
+    T("fr", "human", "take_message", "Il vient de sortir. / Je peux lui dire de vous rappeler ?", notes="hard: 'rappeler' said live"),
+    T("fr", "human", "hello", "Allô ? / Qui est à l'appareil ?"),
+    T("fr", "human", "receptionist", "{company}, {first}, bonjour, / c'est à quel sujet ?"),
+    T("fr", "human", "monologue", "Oui bonjour, écoutez je suis en pleine réunion là, je ne peux pas vous parler longtemps, c'est pour quoi exactement ?", notes="long unbroken live answer"),
+    T("fr", "human", "silent", "", notes="picks up and says nothing"),
+    # German
+    T("de", "machine", "personal", "Guten Tag, hier ist die Mailbox von {first}. / Ich bin gerade beschäftigt. / Hinterlasst mir einfach eine Nachricht.", "maybe"),
+    T("de", "machine", "carrier", "Der Anschluss ist vorübergehend nicht erreichbar. / Bitte versuchen Sie es später noch einmal.", "never"),
+    T("de", "machine", "personal_short", "{first}. / Sprich nach dem Piep.", "always", "short greeting"),
+    T("de", "machine", "business", "Herzlich willkommen bei {company}. / Leider rufen Sie außerhalb unserer Geschäftszeiten an. / Wir sind ab Montag wieder für Sie da.", "never", "no mailbox cue"),
+    T("de", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+    T("de", "human", "take_message", "Die ist gerade nicht am Platz. / Soll ich ihr etwas ausrichten?", notes="hard: 'nicht am Platz' + 'ausrichten'"),
+    T("de", "human", "hello", "Ja? / Mit wem spreche ich?"),
+    T("de", "human", "receptionist", "{company}, guten Morgen, / mein Name ist {first}, wie kann ich Ihnen helfen?"),
+    T("de", "human", "monologue", "Ach hallo, ja, gut dass Sie anrufen, ich wollte mich sowieso wegen der Rechnung bei Ihnen melden.", notes="long unbroken live answer"),
+    # Portuguese
+    T("pt", "machine", "personal", "Olá, aqui é o {first}. / Não consigo atender agora. / Fala depois do sinal que eu retorno.", "maybe"),
+    T("pt", "machine", "carrier", "O telefone chamado está temporariamente indisponível. / Tente novamente mais tarde.", "never"),
+    T("pt", "machine", "personal_nocue", "Oi, {first} aqui. / Valeu!", "always", "short, no phrase cue"),
+    T("pt", "machine", "business", "Você ligou para {company}. / Nosso expediente já foi encerrado. / Deixe seu nome e telefone para contato.", "maybe"),
+    T("pt", "human", "take_message", "Ela não se encontra, / quem gostaria?", notes="hard: 'não se encontra'"),
+    T("pt", "human", "hello", "Alô? / Quem tá falando?"),
+    T("pt", "human", "receptionist", "{company}, {first}, boa tarde, / com quem eu falo?"),
+    T("pt", "human", "monologue", "Oi, tudo bem? Olha, agora eu tô no meio de uma consulta, dá pra você me ligar daqui a meia hora?", notes="long unbroken live answer"),
+    # Italian
+    T("it", "machine", "personal", "Ciao, hai raggiunto {first} {last}. / Adesso sono occupato, / lascia pure un messaggio in segreteria.", "maybe"),
+    T("it", "machine", "carrier", "Il telefono della persona chiamata potrebbe essere spento o non raggiungibile. / Si prega di richiamare più tardi.", "never"),
+    T("it", "machine", "personal_short", "{first}, / parla dopo il bip.", "always", "short greeting"),
+    T("it", "machine", "business", "Benvenuti in {company}. / I nostri uffici sono chiusi. / Potete lasciare un messaggio con il vostro recapito.", "maybe"),
+    T("it", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    T("it", "human", "take_message", "Al momento non è in ufficio, / vuole che le riferisca qualcosa?", notes="hard: 'non è in ufficio'"),
+    T("it", "human", "hello", "Pronto? / Chi è?"),
+    T("it", "human", "receptionist", "{company}, buonasera, / parla {first}, in cosa posso esserle utile?"),
+    T("it", "human", "monologue", "Sì pronto, guardi, sono appena entrato in riunione, non posso parlare, mi può richiamare nel pomeriggio?", notes="long unbroken live answer"),
+]
+# fmt: on
+
 BEEP_FREQS_HZ = [1000, 1000, 1000, 1000, 850, 950, 1400, 440, 1200, 600, 1800]
 
 
@@ -519,15 +602,23 @@ def main() -> None:
             case = make_case(t, variant, offset + i, rng)
             case["split"] = "heldout2"
             cases.append(case)
+    # The third held-out set continues the stream again: every case above stays identical.
+    offset += len(TEMPLATES_HELDOUT2)
+    for i, t in enumerate(TEMPLATES_HELDOUT3):
+        for variant in (1, 2):
+            case = make_case(t, variant, offset + i, rng)
+            case["split"] = "heldout3"
+            cases.append(case)
     with OUT.open("w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")
     n_h = sum(c["label"] == "human" for c in cases)
     n_ho = sum(c["split"] == "heldout" for c in cases)
     n_ho2 = sum(c["split"] == "heldout2" for c in cases)
+    n_ho3 = sum(c["split"] == "heldout3" for c in cases)
     print(
         f"{len(cases)} cases ({n_h} human, {len(cases) - n_h} machine), "
-        f"{n_ho} held out, {n_ho2} in the second held-out set -> {OUT}"
+        f"{n_ho} held out, {n_ho2} in the second held-out set, {n_ho3} in the third -> {OUT}"
     )
 
 
