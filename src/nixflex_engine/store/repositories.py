@@ -268,14 +268,14 @@ class AccountRepository:
             )
             return _account(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
         def work(conn: sa.Connection) -> ApiKeyRecord | None:
             row = conn.execute(_GET_KEY, {"p_key_id": key_id}).mappings().first()
             return _key(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def signing_key(self, account_id: str) -> ApiKeyRecord | None:
         """The key whose secret signs this account's webhooks: its newest live key.
@@ -433,7 +433,7 @@ class AgentRepository:
             row = conn.execute(_GET_AGENT, {"p_agent_id": agent_id}).mappings().first()
             return _agent(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def get_with_number(
         self, agent_id: str, from_number: str | None
@@ -458,7 +458,7 @@ class AgentRepository:
                 return agent, None
             return agent, _number({c.name: row[f"n_{c.name}"] for c in phone_numbers.c})
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def list_page(
         self, account_id: str, *, limit: int, offset: int
@@ -641,7 +641,7 @@ class PhoneNumberRepository:
             row = conn.execute(_GET_NUMBER, {"p_number": phone_number}).mappings().first()
             return _number(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def get_owned(self, phone_number: str, account_id: str) -> PhoneNumberRecord | None:
         record = await self.get(phone_number)
@@ -654,7 +654,7 @@ class PhoneNumberRepository:
             row = conn.execute(_FIRST_NUMBER, {"p_agent_id": agent_id}).mappings().first()
             return _number(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def list_page(
         self, account_id: str, *, agent_id: str | None = None, limit: int, offset: int
@@ -1053,7 +1053,7 @@ class CallRepository:
             row = conn.execute(stmt, params).mappings().first()
             return _call(row) if row else None
 
-        return await self._db.read(work)
+        return await self._db.read(work, point=True)
 
     async def get(self, call_id: str, account_id: str | None = None) -> CallRecord | None:
         """A call by public id; with ``account_id``, only if it is that account's."""
@@ -1294,7 +1294,7 @@ class IdempotencyRepository:
                 return None
             except IntegrityError:
                 pass
-            record = await self._db.read(existing)
+            record = await self._db.read(existing, point=True)
             if record is not None:
                 return record
             # released between our insert attempt and the read: try again
