@@ -198,6 +198,10 @@ PEOPLE = {
         "Oh, you left me a voicemail yesterday, right?",
         "Hello, I'm not available for surveys, sorry, who's calling?",
         "Good morning, Harbor Insurance, this is Laura, how can I help you?",
+        # The first-person phone phrases ("I can't take your call") decide alone; said of
+        # someone else, or offered as a question, they do not.
+        "He can't take your call right now, he's driving. Who's calling?",
+        "She's not here. Do you want to leave your info?",
     ],
     "es": [
         "No está en este momento, ¿quiere dejarle un mensaje?",
@@ -211,12 +215,15 @@ PEOPLE = {
         "Elle n'est pas là, je peux prendre un message ?",
         "Allô ?",
         "Ah, vous m'avez laissé un message sur mon répondeur hier, c'est pour quoi ?",
+        "Il ne peut pas vous répondre pour l'instant, c'est de la part de qui ?",
+        "Allô ? Qui est-ce ?",
     ],
     "de": [
         "Sie ist im Moment nicht erreichbar, möchten Sie eine Nachricht hinterlassen?",
         "Er ist gerade nicht da, kann ich was ausrichten?",
         "Müller.",
         "Hallo, wer ist da?",
+        "Er kann gerade nicht ans Telefon, wer spricht da?",
     ],
     "pt": [
         "Ele não está no momento, quer deixar recado?",
@@ -229,6 +236,7 @@ PEOPLE = {
         "Adesso non è disponibile, posso prendere un messaggio?",
         "Pronto?",
         "Ho visto che mi ha lasciato un messaggio in segreteria, di cosa si tratta?",
+        "Non può rispondere adesso, chi parla?",
     ],
 }
 
@@ -293,6 +301,80 @@ def test_greetings_are_machines_before_they_end(text: str) -> None:
     first = first_decided(vs)
     assert first is not None and first.label == "machine", [v.reason for v in vs[-3:]]
     assert first.at_ms <= end + 600
+
+
+#: "I can't take your call" (first person, about the phone) is a machine on its own: the
+#: verdict comes with the first interim transcript that holds it (the phrase's last word is
+#: given), not once more phrases or the greeting's end add up.
+PHONE_PHRASE_GREETINGS = [
+    (
+        "Hello, this is Laura Kim. I'm unable to answer your call at the moment. Please leave "
+        "a detailed message including your phone number.",
+        "call",
+    ),
+    ("Hi, sorry we can't come to the phone right now. Leave a message, thanks.", "phone"),
+    (
+        "Bonjour, c'est Sophie, je ne peux pas répondre pour l'instant, laissez-moi un petit "
+        "message et je vous rappelle.",
+        "répondre",
+    ),
+    (
+        "Hallo, Felix hier. Ich kann gerade nicht ans Telefon gehen. Ich rufe zurück, sobald "
+        "ich kann.",
+        "Telefon",
+    ),
+    ("Ciao, sono Marco, adesso non posso rispondere, a dopo.", "rispondere,"),
+]
+
+
+@pytest.mark.parametrize(("text", "last_word"), PHONE_PHRASE_GREETINGS, ids=lambda t: t[:30])
+def test_a_first_person_phone_phrase_decides_as_soon_as_it_is_heard(
+    text: str, last_word: str
+) -> None:
+    start = 600
+    end = start + _duration_ms(text)
+    words = text.split()
+    said_ms = start + (words.index(last_word) + 1) * (end - start) / len(words)
+    vs = verdicts(text, start, end, end + 2000)
+    first = first_decided(vs)
+    assert first is not None and first.label == "machine", [v.reason for v in vs[-3:]]
+    # The next interim after the word was said (every 400 ms, arriving 250 ms later).
+    assert first.at_ms <= said_ms + 400 + 250 + 20, (first.at_ms, said_ms, first.reason)
+
+
+def test_phone_phrases_of_someone_else_are_not_machine_cues() -> None:
+    for text in (
+        "He can't take your call right now",
+        "Il ne peut pas vous répondre",
+        "Er kann gerade nicht ans Telefon",
+        "Non può rispondere adesso",
+    ):
+        assert not [c for c in find_cues(text) if c.weight > 0], text
+    for text in ("I'm unable to answer your call", "we're not able to take your call"):
+        assert "en_cant_take_call" in {c.name for c in find_cues(text)}, text
+
+
+def test_leave_your_info_is_an_imperative_and_a_question_is_not() -> None:
+    assert "en_leave_imperative" in {c.name for c in find_cues("so leave your info")}
+    assert "en_leave_imperative" not in {
+        c.name for c in find_cues("Do you want to leave your info?")
+    }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Sorry, the voice mailbox you are trying to reach is full. Goodbye.",
+        "Die Rufnummer ist zurzeit nicht erreichbar.",
+        "Il numero da lei chiamato non è al momento disponibile.",
+    ],
+    ids=lambda t: t[:40],
+)
+def test_carrier_prompts_are_strong_phrases(text: str) -> None:
+    end = 600 + _duration_ms(text)
+    first = first_decided(verdicts(text, 600, end, end + 2000))
+    assert first is not None and first.label == "machine"
+    assert first.confidence >= 0.9 and first.at_ms < end, first
 
 
 def test_short_machine_greeting_is_a_machine_once_it_ends() -> None:
@@ -619,6 +701,17 @@ def test_a_person_replying_with_machine_like_words_after_the_opener_is_not_hung_
         "Sorry, I'm not available right now, leave me a message and I'll call you back", 4000, 8000
     )
     arb, out = run(tl, 11000)
+    assert arb.state == "human"
+    assert not actions_of(out, VoicemailDetected)
+    assert all(not late.overrides for late in actions_of(out, LateMachine))
+
+
+def test_a_person_saying_i_cant_take_your_call_after_the_opener_is_not_hung_up_on() -> None:
+    # "I can't take your call" now decides a greeting alone (weight 2.5), but said to the
+    # opener by a person already confirmed it is weaker than a strong phrase: only logged.
+    tl = Timeline().say("Hello?", 400, 900)
+    tl.say("Oh sorry, I can't take your call right now, I'm at the doctor's", 4000, 7000)
+    arb, out = run(tl, 10000)
     assert arb.state == "human"
     assert not actions_of(out, VoicemailDetected)
     assert all(not late.overrides for late in actions_of(out, LateMachine))

@@ -221,7 +221,9 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "en_mailbox_state",
         3.0,
         r"\bmailbox (is full|that has not|has not|is not set up)\b|"
-        r"\bcannot accept (any )?(new )?messages\b",
+        r"\bcannot accept (any )?(new )?messages\b|"
+        r"\b(voice ?mail|mailbox) (box )?(you are|you're|you have) (trying to reach|calling|"
+        r"called|dialed|reached)\b",
     ),
     (
         "en_finished_recording",
@@ -233,16 +235,19 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "en_leave_imperative",
         2.0,
         r"(?<!to )(?<!you )(?<!can )\bleave (me |us )?(a |your )?(brief |short |quick |detailed )?"
-        r"(message|name|number)\b(?! \?)",
+        r"(message|name|number|info|information|details|contact details)\b(?! \?)",
     ),
     ("en_drop_message", 2.0, r"\b(drop|text) me (a )?(message|line|text)\b"),
     ("en_you_reached", 1.5, r"\byou (have|ve|'ve) reached\b|\byou've reached\b"),
     ("en_missed_call", 2.0, r"\bsorry (i|we) missed your call\b"),
+    # First person, about the phone itself: the callee on a live call is at the phone. (Said
+    # to the opener afterwards, the arbiter's late rules keep it from hanging up.)
     (
         "en_cant_take_call",
-        2.0,
-        r"\b(i|we) (can't|cannot|can not|am unable to|are unable to|'m unable to|m unable to|re "
-        r"unable to|am not able to) (take|answer|get to|come to) (your|the|this) (call|phone)\b",
+        2.5,
+        r"\b(i|we|i'm|we're) (can't|cannot|can not|am unable to|are unable to|unable to|am not "
+        r"able to|not able to|'m unable to|m unable to|re unable to) (take|answer|get to|come to) "
+        r"(your|the|this) (call|phone)\b",
     ),
     (
         "en_away",
@@ -333,7 +338,7 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"\b(laissez|laisse)( moi| nous)? (un |vos |votre )?(petit |bref )?(message|coordonnees|"
         r"nom)\b",
     ),
-    ("fr_cant_answer", 2.0, r"\bne (peux|pouvons) pas (vous |te )?repondre\b"),
+    ("fr_cant_answer", 2.5, r"\bne (peux|pouvons) pas (vous |te )?repondre\b"),
     (
         "fr_call_back",
         1.0,
@@ -373,7 +378,7 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("de_line_of", 2.0, r"\b(anschluss|apparat) von\b"),
     (
         "de_cant_phone",
-        2.0,
+        2.5,
         r"\b(ich|wir) (kann|konnen) (gerade |leider |im moment |momentan |zurzeit )*(nicht ans "
         r"telefon|ihren anruf nicht|nicht rangehen)\b",
     ),
@@ -442,7 +447,7 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         2.0,
         r"\b(lasciate|lasciami|lasciatemi|lasci|lascia)( pure)? (un |il |nome)\b",
     ),
-    ("it_cant_answer", 2.0, r"\bnon (posso|possiamo) (rispondere|risponderti|risponderle)\b"),
+    ("it_cant_answer", 2.5, r"\bnon (posso|possiamo) (rispondere|risponderti|risponderle)\b"),
     ("it_not_available_me", 1.5, r"\bnon sono disponibile\b|\bnon siamo disponibili\b"),
     ("it_you_called", 1.5, r"\b(avete|hai) chiamato\b"),
     ("it_call_back", 1.0, r"\b(vi|ti|la|sarete) (richiamero|richiamo|richiameremo|richiamati)\b"),
@@ -582,7 +587,8 @@ _OPENING_CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "de_open_carrier",
         3.0,
-        r"^(der|die|ihr) (gewunschte|teilnehmer|person die|gesprachspartner|anruf wird)\b",
+        r"^(der|die|ihr) (gewunschte|teilnehmer|person die|gesprachspartner|anruf wird|"
+        r"rufnummer ist)\b",
     ),
     (
         "pt_open_carrier",
@@ -593,7 +599,7 @@ _OPENING_CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "it_open_carrier",
         3.0,
-        r"^(la persona|il cliente|il numero|l'utente|la chiamata) (da lei|che|selezionato|"
+        r"^(la persona|il cliente|il numero|l'utente|la chiamata) (da|che|selezionato|"
         r"chiamato)\b",
     ),
     # Opening self-identification ("Hi, it's Tom", "Hola, soy María"): machines and people
