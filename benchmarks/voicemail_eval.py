@@ -628,8 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         metavar="SPLIT",
-        help="list misclassified cases of these splits (dev, heldout, heldout2, all); "
-        "heldout2 is the blind split: looking at its errors makes it no longer blind",
+        help="list misclassified cases of these splits (dev, heldout, heldout2, heldout3, "
+        "all); heldout3 is the blind split: looking at its errors makes it no longer blind",
     )
     p.add_argument(
         "--interim-ms",

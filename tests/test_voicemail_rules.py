@@ -673,25 +673,37 @@ def test_eval_set_is_labelled_and_varied() -> None:
     assert wrong >= 0.05 * len(cases)  # AMD is not an oracle in this set
 
 
-def test_combined_detection_on_the_blind_held_out_split() -> None:
-    """What the arbiter achieves on the blind split ``heldout2`` (never inspected case by case).
+@pytest.mark.parametrize(
+    ("split", "min_accuracy", "max_machine_median_ms"),
+    [
+        # heldout3 is the blind split (written before the last round of changes, only its
+        # totals ever looked at): 93.8% and 3.68 s when written and after the changes.
+        ("heldout3", 0.93, 3800),
+        # heldout2 was blind until that round, which then looked at its errors (100% now).
+        ("heldout2", 0.98, 3500),
+    ],
+)
+def test_combined_detection_on_the_held_out_splits(
+    split: str, min_accuracy: float, max_machine_median_ms: float
+) -> None:
+    """What the arbiter achieves on the held-out splits.
 
     Issue targets that are met are asserted as targets (no person classed as a machine, the
     opener within 1 s of a short greeting). Those not met are asserted at what is achieved,
-    so that a regression still fails: accuracy (96% against 98%) and the machine-verdict
-    median (~3.3 s against 2.5 s). The other splits are reported by the benchmark.
+    so that a regression still fails: accuracy (blind: 93.8% against 98%) and the
+    machine-verdict median (~3.3-3.7 s against 2.5 s). The benchmark reports every split.
     """
     ve = _load_eval()
-    cases = [c for c in ve.load_cases() if c["split"] == "heldout2"]
+    cases = [c for c in ve.load_cases() if c["split"] == split]
     rep = ve.evaluate(cases, leave_message=False)
-    s = rep.scores["heldout2"]["combined"].summary()
+    s = rep.scores[split]["combined"].summary()
     assert s["false_machine_rate"] <= 0.01, s
     assert s["opener_after_short_greeting_max_ms"] <= 1000, s
-    assert s["accuracy"] >= 0.95, s
-    assert s["machine_verdict_median_ms"] <= 3500, s
+    assert s["accuracy"] >= min_accuracy, s
+    assert s["machine_verdict_median_ms"] <= max_machine_median_ms, s
     # Combined beats every detector alone.
     for alone in ("transcript", "beep", "amd"):
-        assert s["accuracy"] > rep.scores["heldout2"][alone].summary()["accuracy"]
+        assert s["accuracy"] > rep.scores[split][alone].summary()["accuracy"]
 
 
 def test_a_person_replying_with_machine_like_words_after_the_opener_is_not_hung_up_on() -> None:
