@@ -56,6 +56,7 @@ __all__ = [
     "print_table",
     "rss_bytes",
     "run_child_levels",
+    "run_on_loop",
     "run_paced_calls",
     "start_message",
     "stop_message",
@@ -72,6 +73,23 @@ SENDER_GRACE_S = 5.0  # after the window, how long a saturated driver may still 
 STOP_TIMEOUT_S = 15.0  # how long one call may take to stop
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_DIR = Path(__file__).resolve().parent.parent / "var" / "bench-quick"  # smoke runs
+
+
+# --- event loop ------------------------------------------------------------------------------
+
+LOOPS = ("uvloop", "asyncio")
+
+
+def run_on_loop(main: Awaitable[Any], loop: str = "uvloop") -> Any:
+    """Run ``main`` on ``loop``: ``uvloop`` (what ``nixflex-engine serve`` and any uvicorn
+    ``[standard]`` app run on) or the standard library's ``asyncio`` loop."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)  # type: ignore[arg-type]
+    if loop != "asyncio":
+        raise ValueError(f"unknown event loop {loop!r}; one of {LOOPS}")
+    return asyncio.run(main)  # type: ignore[arg-type]
 
 
 # --- statistics ----------------------------------------------------------------------------

@@ -343,6 +343,18 @@ async def _drive(
             "mean": round(statistics.fmean(totals), 1) if totals else None,
         },
         "first_turn_total_ms_p50": _pct([f for f in firsts if f is not None], 0.5),
+        "turn_breakdown_ms": {
+            field: {"p50": _pct(vals, 0.5), "p95": _pct(vals, 0.95)}
+            for field in ("endpointing_ms", "stt_ms", "llm_ttft_ms", "tts_ttfb_ms")
+            if (
+                vals := [
+                    t[field]
+                    for r in records
+                    for t in (r.get("latency") or {}).get("turns", [])
+                    if t.get(field) is not None
+                ]
+            )
+        },
         "cpus": os.cpu_count(),
     }
 

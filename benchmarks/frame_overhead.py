@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks folder is not a package
     FRAME_MS,
+    LOOPS,
     QUICK_DIR,
     RESULTS_DIR,
     CallStats,
@@ -63,6 +64,7 @@ from _common import (  # the benchmarks folder is not a package
     print_table,
     rss_bytes,
     run_child_levels,
+    run_on_loop,
     run_paced_calls,
     start_message,
     stop_message,
@@ -644,6 +646,13 @@ def compare(ours: dict[str, Any], theirs: dict[str, Any] | None) -> dict[str, An
         }
     if theirs is None:
         return out
+    loops = (
+        ours.get("args", {}).get("loop", "asyncio"),
+        theirs.get("args", {}).get("loop", "asyncio"),
+    )
+    out["event_loops"] = {"ours": loops[0], "pipecat": loops[1]}
+    if loops[0] != loops[1]:
+        out["warning"] = f"the two sides ran on different event loops: {loops}"
 
     if pt and theirs.get("passthrough"):
         for key, tv in theirs["passthrough"]["per_hop"].items():
@@ -837,6 +846,10 @@ def print_comparison(ours: dict[str, Any], theirs: dict[str, Any], cmp: dict[str
 
 
 def print_targets(cmp: dict[str, Any]) -> None:
+    if "event_loops" in cmp:
+        print(f"  event loops: {cmp['event_loops']}")
+    if "warning" in cmp:
+        print(f"  WARNING: {cmp['warning']}")
     for name, r in cmp.get("ratios", {}).items():
         if isinstance(r, dict):
             r = ", ".join(f"{k}: {_short(v)}" for k, v in r.items())
@@ -861,6 +874,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--measure-s", type=float, default=None, help="measured seconds per level")
     p.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds per level")
     p.add_argument("--frames", type=int, default=None, help="frames per pass-through chain")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="uvloop",
+        help="event loop (default uvloop: what uvicorn[standard] servers run on, ours and "
+        "Pipecat's alike); both sides must be run with the same one",
+    )
     p.add_argument("--skip-passthrough", action="store_true")
     p.add_argument("--skip-inbound", action="store_true")
     p.add_argument("--caller-audio", help="mu-law 8 kHz file to use as the caller's audio")
@@ -931,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
                 audio_path=args.caller_audio,
                 gc_freeze=args.gc_freeze,
             )
-        res = asyncio.run(coro)
+        res = run_on_loop(coro, args.loop)
         print(json.dumps(res))
         return 0
 
@@ -951,11 +971,12 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": warmup_s,
             "measure_s": measure_s,
             "quick": args.quick,
+            "loop": args.loop,
         },
     }
     print(f"nixflex frame overhead — load before: {result['machine_before']['uptime']}")
     if not args.skip_passthrough:
-        result["passthrough"] = asyncio.run(run_passthrough(frames, HOPS))
+        result["passthrough"] = run_on_loop(run_passthrough(frames, HOPS), args.loop)
         print_passthrough(SIDE, result["passthrough"])
         result["stages"] = stage_costs(frames)
         print_table(
@@ -964,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
             [list(result["stages"].values())],
         )
     if not args.skip_inbound:
-        result["hot_chain"] = asyncio.run(hot_chain(HOT_FRAMES, args.caller_audio))
+        result["hot_chain"] = run_on_loop(hot_chain(HOT_FRAMES, args.caller_audio), args.loop)
         hc = result["hot_chain"]
         print_table(
             f"{SIDE}: inbound chain of one call, one message at a time, back to back",
@@ -978,7 +999,13 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             ],
         )
-        child_args = ["--warmup-s", str(warmup_s), "--measure-s", str(measure_s)]
+        child_args = [
+            "--warmup-s",
+            str(warmup_s),
+            "--measure-s",
+            str(measure_s),
+            f"--loop={args.loop}",
+        ]
         if args.gc_freeze:
             child_args.append("--gc-freeze")
         if args.caller_audio:
@@ -987,7 +1014,14 @@ def main(argv: list[str] | None = None) -> int:
         result["inbound"] = {"levels": lv}
         print_inbound(SIDE, lv)
         if not args.skip_floor:
-            floor_args = ["--null-chain", "--warmup-s", "1", "--measure-s", str(measure_s / 2)]
+            floor_args = [
+                "--null-chain",
+                "--warmup-s",
+                "1",
+                "--measure-s",
+                str(measure_s / 2),
+                f"--loop={args.loop}",
+            ]
             if args.caller_audio:
                 floor_args += ["--caller-audio", args.caller_audio]
             floor = run_child_levels(Path(__file__), levels, floor_args)

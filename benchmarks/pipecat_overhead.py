@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks folder is not a package
+    LOOPS,
     QUICK_DIR,
     RESULTS_DIR,
     CallStats,
@@ -57,6 +58,7 @@ from _common import (  # the benchmarks folder is not a package
     print_table,
     rss_bytes,
     run_child_levels,
+    run_on_loop,
     run_paced_calls,
     stream_sid_for,
     summarize_us,
@@ -461,6 +463,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None, help="frames per pass-through chain")
     p.add_argument("--inbound-config", choices=CONFIGS, default="defaults")
     p.add_argument("--sample-rate", type=int, choices=(8000, 16000), default=8000)
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="uvloop",
+        help="event loop (default uvloop: what uvicorn[standard] servers run on, ours and "
+        "Pipecat's alike); both sides must be run with the same one",
+    )
     p.add_argument("--skip-passthrough", action="store_true")
     p.add_argument("--skip-inbound", action="store_true")
     p.add_argument("--caller-audio", help="mu-law 8 kHz file to use as the caller's audio")
@@ -549,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup_s = args.warmup_s if args.warmup_s is not None else (1.0 if args.quick else 2.0)
     measure_s = args.measure_s if args.measure_s is not None else (2.0 if args.quick else 8.0)
     if args.child_calls is not None:
-        res = asyncio.run(
+        res = run_on_loop(
             run_inbound(
                 args.child_calls,
                 warmup_s=warmup_s,
@@ -557,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                 audio_path=args.caller_audio,
                 config=args.inbound_config,
                 sample_rate=args.sample_rate,
-            )
+            ),
+            args.loop,
         )
         print(json.dumps(res))
         return 0
@@ -581,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             "inbound_config": args.inbound_config,
             "sample_rate": args.sample_rate,
             "quick": args.quick,
+            "loop": args.loop,
         },
     }
     print(
@@ -588,17 +599,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['machine_before']['uptime']}"
     )
     if not args.skip_passthrough:
-        result["passthrough"] = asyncio.run(run_passthrough(frames, HOPS))
+        result["passthrough"] = run_on_loop(run_passthrough(frames, HOPS), args.loop)
         _print_passthrough(result["passthrough"])
-        result["stages"] = asyncio.run(stage_costs(frames, args.sample_rate))
+        result["stages"] = run_on_loop(stage_costs(frames, args.sample_rate), args.loop)
         print_table(
             f"{SIDE}: inbound stages alone, CPU µs per 20 ms frame",
             list(result["stages"]),
             [list(result["stages"].values())],
         )
     if not args.skip_inbound:
-        result["hot_chain"] = asyncio.run(
-            hot_chain(HOT_FRAMES, args.caller_audio, args.inbound_config, args.sample_rate)
+        result["hot_chain"] = run_on_loop(
+            hot_chain(HOT_FRAMES, args.caller_audio, args.inbound_config, args.sample_rate),
+            args.loop,
         )
         hc = result["hot_chain"]
         print_table(
@@ -622,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             args.inbound_config,
             "--sample-rate",
             str(args.sample_rate),
+            f"--loop={args.loop}",
         ]
         if args.caller_audio:
             child_args += ["--caller-audio", args.caller_audio]

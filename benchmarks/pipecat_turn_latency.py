@@ -64,6 +64,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import LOOPS, run_on_loop
 from _turn_common import (
     AGENT_PROMPT,
     ANTHROPIC_KEY,
@@ -287,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vad-stop-secs", type=float, default=0.3)
     p.add_argument("--vad-start-secs", type=float, default=0.16)
     p.add_argument("--endpointing-ms", type=int, default=300)
+    p.add_argument("--loop", choices=LOOPS, default="uvloop", help="event loop (uvloop as uvicorn)")
     args = p.parse_args(argv)
-    asyncio.run(serve(args))
+    run_on_loop(serve(args), args.loop)
     return 0
 
 

@@ -132,14 +132,14 @@ ensure_pipecat_venv() {
             "import importlib.metadata as m; print(m.version('pipecat-ai'))" 2>/dev/null || true)
     fi
     if [ "$have" = "$PIPECAT_VERSION" ] && "$PIPECAT_VENV/bin/python" -c \
-        "import psutil, onnxruntime, fastapi, deepgram, anthropic, uvicorn, webrtcvad" \
+        "import psutil, onnxruntime, fastapi, deepgram, anthropic, uvicorn, uvloop, webrtcvad" \
         2>/dev/null; then
         return 0
     fi
     echo "== setting up $PIPECAT_VENV ($PIPECAT_SPEC) =="
     [ -x "$PIPECAT_VENV/bin/python" ] || python3 -m venv "$PIPECAT_VENV" || return 1
     "$PIPECAT_VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        "$PIPECAT_SPEC" psutil uvicorn webrtcvad-wheels || return 1
+        "$PIPECAT_SPEC" psutil uvicorn uvloop webrtcvad-wheels || return 1
 }
 
 # --- running -------------------------------------------------------------------------------

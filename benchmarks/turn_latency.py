@@ -88,7 +88,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import QUICK_DIR, RESULTS_DIR, machine_info, write_json
+from _common import LOOPS, QUICK_DIR, RESULTS_DIR, machine_info, run_on_loop, write_json
 from _turn_common import (
     AGENT_PROMPT,
     ANTHROPIC_KEY,
@@ -713,6 +713,7 @@ async def run_scenario(
     fakes_url = fakes.url
     if sc.engine == "nixflex":
         argv = [sys.executable, __file__, "--role", "engine", "--fakes-url", fakes_url]
+        argv.append(f"--loop={args.loop}")
         if sc.mode == "preemptive":
             argv.append("--engine-preemptive")
         if args.gc_freeze:
@@ -735,6 +736,7 @@ async def run_scenario(
             "silero" if sc.mode.endswith("-silero") else "webrtc",
             f"--vad-stop-secs={inj.vad_stop_silence_ms / 1000}",
             f"--endpointing-ms={int(inj.stt_endpointing_ms)}",
+            f"--loop={args.loop}",
         ]
     label = f"{sc.engine}/{sc.mode} x{sc.concurrency}"
     print(f"\n== {label}: {sc.calls} call(s); load {os.getloadavg()[0]:.2f} ==", flush=True)
@@ -1187,7 +1189,14 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             if conc == 1 or args.pipecat_all:
                 plan.append(Scenario("pipecat", mode, conc, others))
     print(f"turn_latency: {len(plan)} scenario(s); {machine_info()['uptime']}", flush=True)
-    fakes_argv = [sys.executable, __file__, "--role", "fakes", *inj.fakes_args()]
+    fakes_argv = [
+        sys.executable,
+        __file__,
+        "--role",
+        "fakes",
+        f"--loop={args.loop}",
+        *inj.fakes_args(),
+    ]
     scenarios: list[dict[str, Any]] = []
     lines = measured_lines(max(args.turns, 1), False)
     async with Child("fakes", fakes_argv) as fakes:
@@ -1275,6 +1284,13 @@ def print_comparison(comp: dict[str, Any]) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--role", choices=("orchestrate", "fakes", "engine"), default="orchestrate")
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="uvloop",
+        help="event loop of every process, both engines' included (default uvloop: what "
+        "`nixflex-engine serve` runs on, and any uvicorn[standard] app such as Pipecat's)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: 1 call x 1 and 5, 2 turns")
     p.add_argument("--concurrency", default="1,100", help="comma-separated levels")
     p.add_argument("--calls", type=int, default=2, help="sequential calls at concurrency 1")
@@ -1345,19 +1361,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "fakes":
-        asyncio.run(run_fakes(args))
+        run_on_loop(run_fakes(args), args.loop)
         return 0
     if args.role == "engine":
         if args.cprofile:
             import cProfile
 
             with cProfile.Profile() as prof:
-                asyncio.run(run_engine(args))
+                run_on_loop(run_engine(args), args.loop)
             prof.dump_stats(args.cprofile)
         else:
-            asyncio.run(run_engine(args))
+            run_on_loop(run_engine(args), args.loop)
         return 0
-    result = asyncio.run(orchestrate(args))
+    result = run_on_loop(orchestrate(args), args.loop)
     out = args.json_out or (QUICK_DIR if args.quick else RESULTS_DIR) / "turn_latency.json"
     write_json(out, result)
     print(f"\nresults: {out}")
