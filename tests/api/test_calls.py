@@ -184,3 +184,76 @@ async def test_calls_never_leak_across_accounts(env: Env) -> None:
     )
     usage = (await env.client.get("/v1/usage", headers=h)).json()
     assert usage["calls"] == 0 and usage["in_flight"] == 0
+
+
+async def test_get_shows_exactly_the_stored_record(env: Env) -> None:
+    """GET reads the call through ``Database.read_row`` (on PostgreSQL, straight through
+    asyncpg): the body must be what SQLAlchemy's own read of the row gives, byte for byte."""
+    import sqlalchemy as sa
+
+    from nixflex_engine.api.calls import call_json
+    from nixflex_engine.api.errors import json_bytes
+    from nixflex_engine.store.models import calls
+    from nixflex_engine.store.repositories import call_from_row
+
+    account, agent, _ = await env.ready()
+    call_id = await place(
+        env,
+        account,
+        agent["agent_id"],
+        "+15005550006",
+        metadata={"z": 1, "a": ["ü", None, 2.5], "m": {"y": True, "b": "'; --"}},
+        dynamic_vars={"name": "Zoë"},
+    )
+    answered = datetime(2024, 2, 29, 23, 59, 58, 5, tzinfo=UTC)
+    repo = env.services.repos.calls
+    await repo.update_status(call_id, "in-progress", answered_at=answered)
+    await repo.finish_call(
+        call_id,
+        "completed",
+        "agent_hangup",
+        ended_at=answered + timedelta(seconds=3.25),
+        duration_seconds=3.25,
+        transcript=[{"role": "agent", "text": "Hi", "timestamp_ms": 0}],
+        voicemail_detected=False,
+        call_successful=True,
+        latency={"p50": {"total_ms": 700.5}},
+    )
+
+    def sqlalchemy_read(conn: sa.Connection) -> Any:
+        return conn.execute(calls.select().where(calls.c.call_id == call_id)).mappings().first()
+
+    db = repo._db
+    expected = call_json(call_from_row(await db.read(sqlalchemy_read)), env.settings)
+    for _ in range(2):
+        r = await env.client.get(f"/v1/calls/{call_id}", headers=account.headers)
+        assert r.status_code == 200, r.text
+        assert r.content == json_bytes(expected)
+    body = r.json()
+    assert list(body["metadata"]) == ["z", "a", "m"]
+    assert body["answered_at"] == "2024-02-29T23:59:58.000Z"
+
+
+async def test_database_failure_on_get_is_the_error_envelope(env: Env) -> None:
+    """PostgreSQL's point reads failing (server unreachable) give the 500 envelope with a
+    request id, like any other database failure."""
+    import pytest
+
+    db = env.services.repos.calls._db
+    pool = db._pg_point
+    if pool is None:
+        pytest.skip("PostgreSQL's point-read pool")
+    account, agent, _ = await env.ready()
+    call_id = await place(env, account, agent["agent_id"], "+15005550006")
+    working = pool._connect_kwargs
+    pool._drop_idle()
+    pool._connect_kwargs = {**working, "port": 1, "timeout": 2}
+    try:
+        r = await env.client.get(f"/v1/calls/{call_id}", headers=account.headers)
+        err = assert_error(r, 500, "internal_error")
+        assert err["details"] == {"request_id": r.headers["x-request-id"]}
+        assert "port" not in r.text and "SELECT" not in r.text
+    finally:
+        pool._connect_kwargs = working
+    r = await env.client.get(f"/v1/calls/{call_id}", headers=account.headers)
+    assert r.status_code == 200 and r.json()["call_id"] == call_id

@@ -271,11 +271,8 @@ class AccountRepository:
         return await self._db.read(work, point=True)
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
-        def work(conn: sa.Connection) -> ApiKeyRecord | None:
-            row = conn.execute(_GET_KEY, {"p_key_id": key_id}).mappings().first()
-            return _key(row) if row else None
-
-        return await self._db.read(work, point=True)
+        row = await self._db.read_row(_GET_KEY, {"p_key_id": key_id})
+        return _key(row) if row else None
 
     async def signing_key(self, account_id: str) -> ApiKeyRecord | None:
         """The key whose secret signs this account's webhooks: its newest live key.
@@ -429,11 +426,8 @@ class AgentRepository:
     async def get(self, agent_id: str) -> AgentRecord | None:
         """The agent whatever its account (callers check ownership)."""
 
-        def work(conn: sa.Connection) -> AgentRecord | None:
-            row = conn.execute(_GET_AGENT, {"p_agent_id": agent_id}).mappings().first()
-            return _agent(row) if row else None
-
-        return await self._db.read(work, point=True)
+        row = await self._db.read_row(_GET_AGENT, {"p_agent_id": agent_id})
+        return _agent(row) if row else None
 
     async def get_with_number(
         self, agent_id: str, from_number: str | None
@@ -637,11 +631,8 @@ class PhoneNumberRepository:
     async def get(self, phone_number: str) -> PhoneNumberRecord | None:
         """The number whatever its account (callers check ownership)."""
 
-        def work(conn: sa.Connection) -> PhoneNumberRecord | None:
-            row = conn.execute(_GET_NUMBER, {"p_number": phone_number}).mappings().first()
-            return _number(row) if row else None
-
-        return await self._db.read(work, point=True)
+        row = await self._db.read_row(_GET_NUMBER, {"p_number": phone_number})
+        return _number(row) if row else None
 
     async def get_owned(self, phone_number: str, account_id: str) -> PhoneNumberRecord | None:
         record = await self.get(phone_number)
@@ -1049,11 +1040,8 @@ class CallRepository:
             raise ValueError(f"not a lifecycle field: {sorted(unknown)}")
 
     async def _select_one(self, stmt: sa.Select[Any], params: dict[str, Any]) -> CallRecord | None:
-        def work(conn: sa.Connection) -> CallRecord | None:
-            row = conn.execute(stmt, params).mappings().first()
-            return _call(row) if row else None
-
-        return await self._db.read(work, point=True)
+        row = await self._db.read_row(stmt, params)
+        return _call(row) if row else None
 
     async def get(self, call_id: str, account_id: str | None = None) -> CallRecord | None:
         """A call by public id; with ``account_id``, only if it is that account's."""
