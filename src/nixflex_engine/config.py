@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -99,6 +99,32 @@ class Settings(BaseSettings):
         description="Seconds between a node's looks for due webhooks (deliveries queued on "
         "the node itself start at once).",
     )
+    webhook_retention_days: int = Field(
+        30,
+        ge=0,
+        le=36500,
+        description="Days a finished webhook delivery (delivered, failed, gone or refused) and "
+        "its attempt log are kept, counted from when it became final; every node's worker "
+        "deletes older ones every few minutes, in small batches. Pending deliveries are never "
+        "deleted. GET /v1/calls/{call_id}/webhooks shows no history older than this. "
+        "0 = keep forever.",
+    )
+
+    # --- crash recovery -------------------------------------------------------------------
+    reconcile_stale_after_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A connected call no node has touched (heartbeat) for this long is taken "
+        "as lost with its node and reconciled with the carrier. Nodes heartbeat their calls "
+        "every third of this.",
+    )
+    reconcile_ringing_after_seconds: float = Field(
+        150.0,
+        gt=0,
+        description="The same for a call still queued or ringing (nobody heartbeats those: "
+        "leave room for the carrier's whole ring time). Must be at least "
+        "reconcile_stale_after_seconds.",
+    )
 
     # --- providers --------------------------------------------------------------------------
     twilio_api_base_url: str | None = Field(
@@ -158,6 +184,17 @@ class Settings(BaseSettings):
     campaign_reconcile_interval_seconds: float = Field(
         10.0, gt=0, description="Seconds between reconciliations of stale campaign claims."
     )
+
+    @model_validator(mode="after")
+    def _reconcile_order(self) -> Settings:
+        if self.reconcile_ringing_after_seconds < self.reconcile_stale_after_seconds:
+            raise ValueError(
+                "reconcile_ringing_after_seconds "
+                f"({self.reconcile_ringing_after_seconds:g}) must be at least "
+                f"reconcile_stale_after_seconds ({self.reconcile_stale_after_seconds:g}): "
+                "a call that is still ringing is never taken as lost sooner than a connected one"
+            )
+        return self
 
     @field_validator(
         "public_base_url", "twilio_api_base_url", "deepgram_base_url", "anthropic_base_url"

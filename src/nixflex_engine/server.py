@@ -146,8 +146,8 @@ def create_app(
     migrate: bool = True,
     chain_factory: ChainFactory = build_standard_chain,
     analysis: bool = True,
-    reconcile_stale_after_s: float = 30.0,
-    reconcile_ringing_after_s: float = 150.0,
+    reconcile_stale_after_s: float | None = None,
+    reconcile_ringing_after_s: float | None = None,
     close_dialer: bool = False,
 ) -> Starlette:
     """The engine's ASGI app.
@@ -159,10 +159,16 @@ def create_app(
     ``reconcile_stale_after_s``: a live call no node has touched for this long is reconciled
     with the carrier (at start-up, after migrations, and periodically; see
     :meth:`CallSessions.reconcile`); ``reconcile_ringing_after_s`` the same for a call still
-    queued or ringing (the carrier may ring for a minute without telling anyone).
+    queued or ringing (the carrier may ring for a minute without telling anyone). Each
+    defaults to its setting (``reconcile_stale_after_seconds``, 30 s;
+    ``reconcile_ringing_after_seconds``, 150 s); pass them to override (tests, embedders).
     ``close_dialer``: the app owns ``dialer`` and closes it (``aclose``) at shutdown.
     """
     metrics = Metrics()
+    if reconcile_stale_after_s is None:
+        reconcile_stale_after_s = settings.reconcile_stale_after_seconds
+    if reconcile_ringing_after_s is None:
+        reconcile_ringing_after_s = settings.reconcile_ringing_after_seconds
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -191,6 +197,7 @@ def create_app(
                 lease_s=settings.webhook_lease_seconds,
                 max_concurrency=settings.webhook_max_concurrency,
                 poll_interval_s=settings.webhook_poll_interval_seconds,
+                retention_s=settings.webhook_retention_days * 86400.0,
             )
             after.add_on_final(webhooks.on_call_final)
             webhooks.start()

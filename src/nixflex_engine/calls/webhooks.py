@@ -22,6 +22,15 @@ the attempt's log row:
 A lease (``webhook_lease_seconds``) outlives any attempt, so two workers never hold the same
 row; a worker that dies leaves its claims to expire and be taken again (at-least-once:
 receivers dedupe on ``X-Nixflex-Event-Id`` or ``call_id`` + ``event``).
+
+**Retention.** With ``retention_s`` > 0 (``webhook_retention_days``), the worker also deletes
+finished deliveries (delivered, failed, gone, refused) that became final more than that long
+ago, with their attempt logs: a pass every ``prune_interval_s`` (5 min, ±20 %, the first one
+at a random point of the first interval so nodes started together spread out), each pass at
+most ``prune_max_batches`` transactions of ``prune_batch_size`` rows with a pause between
+them, so no pass holds the SQLite writer or PostgreSQL row locks for long. A pass that hit
+its cap (a backlog, e.g. retention just switched on over a large table) is followed by the
+next one after a second instead of the full interval. Pending rows are never pruned.
 """
 
 from __future__ import annotations
@@ -55,12 +64,29 @@ from nixflex_engine.log import get_logger, log_event
 from nixflex_engine.store.repositories import CallRecord, Repositories, utcnow
 from nixflex_engine.store.webhooks import AttemptResult, ClaimedDelivery, event_for
 
-__all__ = ["USER_AGENT", "RetryPolicy", "WebhookWorker", "webhook_body"]
+__all__ = [
+    "PRUNE_BATCH_SIZE",
+    "PRUNE_INTERVAL_S",
+    "PRUNE_MAX_BATCHES",
+    "USER_AGENT",
+    "RetryPolicy",
+    "WebhookWorker",
+    "webhook_body",
+]
 
 _log = get_logger("nixflex_engine.webhooks")
 
 USER_AGENT = "nixflex-engine-webhooks/0.1"
 _SECRET_CACHE_S = 5.0
+
+#: Seconds between a worker's retention passes (±20 %).
+PRUNE_INTERVAL_S = 300.0
+#: Rows deleted per transaction by a retention pass.
+PRUNE_BATCH_SIZE = 500
+#: Transactions per pass at most; a pass that hits it comes back after ``_PRUNE_BACKLOG_S``.
+PRUNE_MAX_BATCHES = 20
+_PRUNE_PAUSE_S = 0.05
+_PRUNE_BACKLOG_S = 1.0
 
 
 def webhook_body(event: str, record_json: dict[str, Any]) -> str:
@@ -118,9 +144,19 @@ class WebhookWorker:
         worker_id: str | None = None,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        retention_s: float = 0.0,
+        prune_interval_s: float = PRUNE_INTERVAL_S,
+        prune_batch_size: int = PRUNE_BATCH_SIZE,
+        prune_max_batches: int = PRUNE_MAX_BATCHES,
+        prune_pause_s: float = _PRUNE_PAUSE_S,
+        prune_clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if lease_s <= timeout_s:
             raise ValueError("the lease must outlast an attempt (lease_s > timeout_s)")
+        if retention_s < 0:
+            raise ValueError("retention_s must be >= 0 (0 keeps deliveries forever)")
+        if prune_interval_s <= 0 or prune_batch_size < 1 or prune_max_batches < 1:
+            raise ValueError("prune_interval_s, prune_batch_size and prune_max_batches must be > 0")
         self._repos = repos
         self._crypto = crypto
         self._serialize = serialize
@@ -149,6 +185,18 @@ class WebhookWorker:
         self._writer: asyncio.Task[None] | None = None
         self.delivered = 0
         self.attempted = 0
+        self._retention_s = retention_s
+        self._prune_interval_s = prune_interval_s
+        self._prune_batch = prune_batch_size
+        self._prune_max_batches = prune_max_batches
+        self._prune_pause_s = prune_pause_s
+        self._prune_clock = prune_clock
+        self._prune_backlog = False
+        self._prune_task: asyncio.Task[None] | None = None
+        self._prune_stop = asyncio.Event()
+        #: Deliveries this worker's retention passes deleted, and the passes run.
+        self.pruned = 0
+        self.prune_passes = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -156,6 +204,9 @@ class WebhookWorker:
         if self._loop_task is None:
             self._stopping = False
             self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        if self._prune_task is None and self._retention_s > 0:
+            self._prune_stop.clear()
+            self._prune_task = asyncio.get_running_loop().create_task(self._prune_loop())
 
     def wake(self) -> None:
         """Look for due deliveries now (something was just queued or released)."""
@@ -166,9 +217,13 @@ class WebhookWorker:
         timeout plus a second), then cancel the rest (their leases expire)."""
         self._stopping = True
         self._wake.set()
+        self._prune_stop.set()
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
             self._loop_task = None
+        if self._prune_task is not None:  # a pass stops after its current batch
+            await asyncio.gather(self._prune_task, return_exceptions=True)
+            self._prune_task = None
         if self._inflight:
             grace = self._timeout_s + 1.0 if grace_s is None else grace_s
             _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
@@ -239,6 +294,57 @@ class WebhookWorker:
         claimed = await self._claim(self._max)
         await asyncio.gather(*(self._deliver(item) for item in claimed))
         return len(claimed)
+
+    # --- retention ------------------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """One retention pass: delete finished deliveries that became final more than
+        ``retention_s`` ago (by ``prune_clock``), in batches; returns how many this pass
+        deleted (rows another node deleted first are not counted). Nothing with retention 0."""
+        if self._retention_s <= 0:
+            return 0
+        before = self._prune_clock() - timedelta(seconds=self._retention_s)
+        deleted, self._prune_backlog = 0, False
+        for batch in range(self._prune_max_batches):
+            if batch:
+                if self._prune_stop.is_set():
+                    break
+                await asyncio.sleep(self._prune_pause_s)  # let other writers in
+            n = await self._repos.webhooks.prune_finished(before, limit=self._prune_batch)
+            deleted += n
+            if n < self._prune_batch:
+                break
+        else:
+            self._prune_backlog = True
+        self.pruned += deleted
+        self.prune_passes += 1
+        if deleted:
+            log_event(
+                _log,
+                "webhook.pruned",
+                deleted=deleted,
+                before=before.isoformat(),
+                backlog=self._prune_backlog,
+            )
+        return deleted
+
+    async def _prune_loop(self) -> None:
+        delay = self._rng.uniform(0.0, self._prune_interval_s)
+        while not self._prune_stop.is_set():
+            try:
+                await asyncio.wait_for(self._prune_stop.wait(), delay)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.prune()
+            except Exception as exc:  # the database may be down: try again next time
+                self._prune_backlog = False
+                log_event(_log, "webhook.prune_failed", level=logging.WARNING, error=repr(exc))
+            if self._prune_backlog:
+                delay = min(_PRUNE_BACKLOG_S, self._prune_interval_s)
+            else:
+                delay = self._prune_interval_s * self._rng.uniform(0.8, 1.2)
 
     # --- one attempt ----------------------------------------------------------------------
 

@@ -270,6 +270,8 @@ webhook_deliveries = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    # Finished rows by when they became final: the retention prune (migration 0004).
+    sa.Index("ix_webhook_deliveries_finished", "status", "updated_at"),
 )
 
 # Every attempt, as it happened (GET /v1/calls/{call_id}/webhooks).

@@ -17,6 +17,16 @@ take disjoint rows without waiting on each other); SQLite the same conditional U
 its ``BEGIN IMMEDIATE`` write transaction (one writer at a time, across processes). A claim
 whose lease ran out (the worker died) is due again. The result of an attempt is written only
 while the claim's ``lease_token`` still matches, together with the attempt's log row.
+
+**Prune.** :meth:`WebhookRepository.prune_finished` deletes finished rows (``status`` in
+:data:`FINAL_STATUSES`: delivered, failed, gone, refused — never ``pending``, which is what a
+row waiting, held for analysis or claimed in flight has) whose ``updated_at`` — the moment the
+row became final, the last time anything writes it — is older than a cutoff, at most ``limit``
+rows per call, one short transaction each; their attempt log goes with them (``ON DELETE
+CASCADE``). PostgreSQL picks the rows ``FOR UPDATE SKIP LOCKED`` (pruners on several nodes
+take disjoint rows and never wait on each other); SQLite runs it in its one write transaction
+at a time. The index ``ix_webhook_deliveries_finished`` (status, updated_at; migration 0004)
+keeps the pick from scanning the table.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from nixflex_engine.store.models import (
 
 __all__ = [
     "ANALYSIS_HOLD_S",
+    "FINAL_STATUSES",
     "AttemptRecord",
     "AttemptResult",
     "ClaimedDelivery",
@@ -54,6 +65,10 @@ __all__ = [
 #: How long a ``call.ended`` delivery waits for post-call analysis before it is sent anyway
 #: (the analysis gives up after 120 s; this only matters when a node died in between).
 ANALYSIS_HOLD_S = 300.0
+
+#: A delivery in one of these is over: no worker will touch it again (pruned after the
+#: retention). ``pending`` — waiting, held for analysis, or claimed in flight — is not.
+FINAL_STATUSES: tuple[str, ...] = ("delivered", "failed", "gone", "refused")
 
 _d = webhook_deliveries
 _a = webhook_attempts
@@ -226,7 +241,7 @@ def _due(now_param: str = "p_now") -> list[sa.ColumnElement[bool]]:
 class WebhookRepository:
     """Claims, results, releases and listings of webhook deliveries."""
 
-    __slots__ = ("_claim_stmt", "_db")
+    __slots__ = ("_claim_stmt", "_db", "_prune_stmt")
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -243,6 +258,13 @@ class WebhookRepository:
             )
             .returning(*_CLAIM_COLUMNS)
         )
+        finished = (_d.c.status.in_(FINAL_STATUSES), _d.c.updated_at < _P("p_before"))
+        old = sa.select(_d.c.id).where(*finished).limit(_P("p_limit"))
+        if not db.is_sqlite:
+            old = old.with_for_update(skip_locked=True)
+        # Only the id test outside: the planners then delete by primary key (with the
+        # conditions repeated, both scan the whole range of old rows for every batch).
+        self._prune_stmt = _d.delete().where(_d.c.id.in_(old))
 
     async def any_due(self, now: datetime) -> bool:
         """A cheap read: is any delivery due (so a claim is worth a write)?"""
@@ -499,6 +521,19 @@ class WebhookRepository:
             return out, int(count)
 
         return await self._db.read(work)
+
+    async def prune_finished(self, before: datetime, *, limit: int) -> int:
+        """Delete up to ``limit`` finished deliveries (and their attempt logs) that became
+        final before ``before``, in one short transaction; returns how many went. Call it
+        again while it returns ``limit``. Safe to run on many nodes at once."""
+        if limit <= 0:
+            return 0
+        params = {"p_before": before, "p_limit": limit}
+
+        def work(conn: sa.Connection) -> int:
+            return int(conn.execute(self._prune_stmt, params).rowcount)
+
+        return await self._db.write(work, single_statement=True)
 
     async def counts(self) -> dict[str, int]:
         """Deliveries by status (metrics, benchmarks)."""
