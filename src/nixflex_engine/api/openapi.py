@@ -793,13 +793,20 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             },
             "/v1/calls/{call_id}/webhooks": {
                 "parameters": [call_id],
-                "get": _op(
-                    "List call webhooks",
-                    _ref("WebhookDeliveryList"),
-                    params=_PAGE,
-                    errors=(404,),
-                    tag="Calls",
-                ),
+                "get": {
+                    **_op(
+                        "List call webhooks",
+                        _ref("WebhookDeliveryList"),
+                        params=_PAGE,
+                        errors=(404,),
+                        tag="Calls",
+                    ),
+                    "description": (
+                        "The call's webhook deliveries and their attempts. Finished deliveries "
+                        "are kept for NIXFLEX_WEBHOOK_RETENTION_DAYS (default 30, 0 = forever) "
+                        "after they became final; older ones are no longer listed."
+                    ),
+                },
             },
             "/v1/usage": {
                 "get": _op(
