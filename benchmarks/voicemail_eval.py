@@ -629,7 +629,16 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="SPLIT",
         help="list misclassified cases of these splits (dev, heldout, heldout2, heldout3, "
-        "all); heldout3 is the blind split: looking at its errors makes it no longer blind",
+        "heldout4, all); heldout4 is the blind split: looking at its errors makes it no "
+        "longer blind",
+    )
+    p.add_argument(
+        "--splits",
+        nargs="*",
+        default=None,
+        metavar="SPLIT",
+        help="replay only the cases of these splits (default: all); leave out heldout4, the "
+        "blind split, while working on the detectors",
     )
     p.add_argument(
         "--interim-ms",
@@ -645,7 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         interim_every_ms=args.interim_ms,
         stt_latency_ms=args.stt_latency_ms,
     )
-    rep = evaluate(load_cases(args.cases), cfg=cfg)
+    cases = load_cases(args.cases)
+    if args.splits is not None:
+        cases = [c for c in cases if c["split"] in args.splits]
+    rep = evaluate(cases, cfg=cfg)
     if args.json:
         print(json.dumps({"replay": asdict(cfg), **rep.as_dict()}, indent=2))
     else:
