@@ -45,6 +45,7 @@ __all__ = [
     "NullCall",
     "PacedCall",
     "ProcessMeter",
+    "add_loop_argument",
     "call_sid_for",
     "caller_audio_pcm16",
     "connected_message",
@@ -78,6 +79,17 @@ QUICK_DIR = Path(__file__).resolve().parent.parent / "var" / "bench-quick"  # sm
 # --- event loop ------------------------------------------------------------------------------
 
 LOOPS = ("uvloop", "asyncio")
+
+
+def add_loop_argument(parser: Any, *, help_extra: str = "") -> None:
+    """``--loop {uvloop,asyncio}`` (default uvloop), for :func:`run_on_loop`."""
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default="uvloop",
+        help="event loop (default uvloop: what `nixflex-engine serve` and uvicorn[standard] "
+        "apps, Pipecat's included, run on); compared sides must use the same one" + help_extra,
+    )
 
 
 def run_on_loop(main: Awaitable[Any], loop: str = "uvloop") -> Any:

@@ -49,11 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks folder is not a package
     FRAME_MS,
-    LOOPS,
     QUICK_DIR,
     RESULTS_DIR,
     CallStats,
     NullCall,
+    add_loop_argument,
     caller_audio_pcm16,
     connected_message,
     fit_per_hop,
@@ -874,13 +874,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--measure-s", type=float, default=None, help="measured seconds per level")
     p.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds per level")
     p.add_argument("--frames", type=int, default=None, help="frames per pass-through chain")
-    p.add_argument(
-        "--loop",
-        choices=LOOPS,
-        default="uvloop",
-        help="event loop (default uvloop: what uvicorn[standard] servers run on, ours and "
-        "Pipecat's alike); both sides must be run with the same one",
-    )
+    add_loop_argument(p)
     p.add_argument("--skip-passthrough", action="store_true")
     p.add_argument("--skip-inbound", action="store_true")
     p.add_argument("--caller-audio", help="mu-law 8 kHz file to use as the caller's audio")

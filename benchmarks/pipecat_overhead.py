@@ -44,10 +44,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # the benchmarks folder is not a package
-    LOOPS,
     QUICK_DIR,
     RESULTS_DIR,
     CallStats,
+    add_loop_argument,
     call_sid_for,
     caller_audio_pcm16,
     fit_per_hop,
@@ -463,13 +463,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None, help="frames per pass-through chain")
     p.add_argument("--inbound-config", choices=CONFIGS, default="defaults")
     p.add_argument("--sample-rate", type=int, choices=(8000, 16000), default=8000)
-    p.add_argument(
-        "--loop",
-        choices=LOOPS,
-        default="uvloop",
-        help="event loop (default uvloop: what uvicorn[standard] servers run on, ours and "
-        "Pipecat's alike); both sides must be run with the same one",
-    )
+    add_loop_argument(p)
     p.add_argument("--skip-passthrough", action="store_true")
     p.add_argument("--skip-inbound", action="store_true")
     p.add_argument("--caller-audio", help="mu-law 8 kHz file to use as the caller's audio")

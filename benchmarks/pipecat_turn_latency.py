@@ -64,7 +64,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPS, run_on_loop
+from _common import add_loop_argument, run_on_loop
 from _turn_common import (
     AGENT_PROMPT,
     ANTHROPIC_KEY,
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vad-stop-secs", type=float, default=0.3)
     p.add_argument("--vad-start-secs", type=float, default=0.16)
     p.add_argument("--endpointing-ms", type=int, default=300)
-    p.add_argument("--loop", choices=LOOPS, default="uvloop", help="event loop (uvloop as uvicorn)")
+    add_loop_argument(p)
     args = p.parse_args(argv)
     run_on_loop(serve(args), args.loop)
     return 0

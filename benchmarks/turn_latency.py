@@ -88,7 +88,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import LOOPS, QUICK_DIR, RESULTS_DIR, machine_info, run_on_loop, write_json
+from _common import (
+    QUICK_DIR,
+    RESULTS_DIR,
+    add_loop_argument,
+    machine_info,
+    run_on_loop,
+    write_json,
+)
 from _turn_common import (
     AGENT_PROMPT,
     ANTHROPIC_KEY,
@@ -1284,13 +1291,7 @@ def print_comparison(comp: dict[str, Any]) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--role", choices=("orchestrate", "fakes", "engine"), default="orchestrate")
-    p.add_argument(
-        "--loop",
-        choices=LOOPS,
-        default="uvloop",
-        help="event loop of every process, both engines' included (default uvloop: what "
-        "`nixflex-engine serve` runs on, and any uvicorn[standard] app such as Pipecat's)",
-    )
+    add_loop_argument(p, help_extra="; applies to every process here")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 call x 1 and 5, 2 turns")
     p.add_argument("--concurrency", default="1,100", help="comma-separated levels")
     p.add_argument("--calls", type=int, default=2, help="sequential calls at concurrency 1")
