@@ -850,3 +850,102 @@ def test_arbiter_invariants_on_random_sequences(
     for late in (a for a in acts if isinstance(a, LateMachine)):
         assert any(isinstance(a, HumanDetected) for a in acts[: acts.index(late)])
     assert all(isinstance(a, Action) for a in acts)
+
+
+# ======================================= carrier prompts that send the caller away; people
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # "the line is not reachable, try again later": third person + a polite send-off
+        "Der Anschluss ist zurzeit nicht erreichbar. Bitte versuchen Sie es später erneut.",
+        "Il numero della persona chiamata risulta spento. La preghiamo di riprovare più tardi.",
+        "Ce numéro est hors service. Merci de renouveler votre appel ultérieurement.",
+        "O número não está disponível. Tente novamente mais tarde.",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_a_carrier_prompt_with_no_mailbox_is_a_machine_even_after_a_late_amd(text: str) -> None:
+    # No beep, no "leave a message": the prompt ends and the line goes quiet, as a person's
+    # long answer would; AMD's machine_end_silence comes well after.
+    end = 700 + _duration_ms(text)
+    tl = Timeline().say(text, 700, end).amd("machine_end_silence", end + 1600)
+    arb, out = run(tl, end + 3000)
+    assert arb.state == "machine", arb.result()
+    assert not actions_of(out, HumanDetected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A person asking for a call later, or telling us to try later, is not a carrier.
+        "Können Sie es später noch einmal versuchen? Er ist gerade beim Arzt.",
+        "Non c'è, è uscita, riprovi più tardi.",
+        "Il n'est pas là, essayez plus tard.",
+        "Ela saiu, ligue mais tarde.",
+        "Sein Handy ist ausgeschaltet, wer spricht denn da?",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_a_person_sending_us_away_stays_a_person_even_with_a_late_amd_machine(text: str) -> None:
+    end = 500 + _duration_ms(text)
+    tl = Timeline().say(text, 500, end).amd("machine_end_silence", end + 1500)
+    arb, out = run(tl, end + 4000)
+    assert arb.state == "human", arb.result()
+    assert not actions_of(out, VoicemailDetected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # said live, with no question back: "leave a message" after "can" is an offer
+        "She's at lunch, but you can leave a message with me.",
+        # a receptionist transferring, then silence while the call is put through
+        "Good afternoon, Harbor Insurance, one moment please, I'll transfer you.",
+        "Kanzlei Fischer, einen Moment bitte, ich verbinde Sie.",
+        "Agenzia Sole, attenda in linea, gliela passo.",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_people_who_offer_a_message_or_transfer_stay_people(text: str) -> None:
+    # The worst case: AMD calls the long live answer a machine after they stopped.
+    end = 500 + _duration_ms(text)
+    tl = Timeline().say(text, 500, end).amd("machine_end_silence", end + 1400)
+    arb, out = run(tl, end + 6000)
+    assert arb.state == "human", arb.result()
+    assert not actions_of(out, VoicemailDetected)
+
+
+def test_a_long_live_answer_then_a_dtmf_key_is_not_a_beep() -> None:
+    """A person answers at length, then presses a key: the tone pair must not hang up on them.
+
+    The audio goes through the real beep detector (mu-law like Twilio's) and only what it
+    reports reaches the arbiter.
+    """
+    import numpy as np
+
+    from nixflex_engine.processors.beep import BeepDetector
+    from nixflex_engine.processors.codec import mulaw_to_pcm16_array, pcm16_array_to_mulaw
+
+    sr = 8000
+    text = "Yes hello, I was waiting for your call about the delivery, it never came, so what now"
+    end = 400 + _duration_ms(text)
+    key_at, key_ms = end + 1200, 600
+    t = np.arange(int(sr * key_ms / 1000)) / sr
+    dtmf = 3000 * np.sin(2 * np.pi * 852 * t) + 3000 * np.sin(2 * np.pi * 1477 * t + 1.1)
+    audio = np.zeros(int(sr * (key_at + key_ms + 1500) / 1000))
+    start = int(sr * key_at / 1000)
+    audio[start : start + dtmf.size] += dtmf
+    audio += np.random.default_rng(3).normal(0, 30, audio.size)
+    pcm = mulaw_to_pcm16_array(pcm16_array_to_mulaw(np.clip(audio, -32768, 32767).astype("<i2")))
+    det = BeepDetector()
+    beeps = [e for i in range(0, pcm.size, 160) for e in det.process(pcm[i : i + 160])]
+    beeps += det.flush()
+    assert beeps == []
+    # And were a tone reported after a person who asked something, it would not decide either.
+    tl = Timeline().say(text + ", who is this?", 400, end).amd("machine_end_silence", end + 1300)
+    tl.beep(key_at, key_ms, 852.0)
+    arb, out = run(tl, key_at + key_ms + 1500)
+    assert arb.state == "human"
+    assert all(not late.overrides for late in actions_of(out, LateMachine))

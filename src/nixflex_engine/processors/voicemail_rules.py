@@ -353,6 +353,13 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ),
     ("fr_answering_machine", 1.0, r"\brepondeur\b"),
     ("fr_full", 3.0, r"\best pleine\b"),
+    (
+        "fr_try_later",
+        1.0,
+        r"\brenouveler (votre|son) appel\b|\b(rappeler|rappelez) ulterieurement\b|"
+        r"\b(essayez|reessayez|reessayer) (plus tard|ulterieurement)\b",
+    ),
+    ("fr_off", 1.0, r"\b(est|etre) (eteint|hors service)\b"),
     # ---------------------------------------------------------------- German, machine
     ("de_after_tone", 3.0, r"\bnach dem (signalton|piepton|ton|signal|piep|pfeifton|beep)\b"),
     # "Mailbox" alone is English too: only the German forms and articles count here.
@@ -383,6 +390,14 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"telefon|ihren anruf nicht|nicht rangehen)\b",
     ),
     ("de_not_reachable", 1.0, r"\bnicht erreichbar\b|\bnicht verfugbar\b"),
+    # Carrier prompts send the caller away politely ("try again later"); a person asks for a
+    # call later instead ("können Sie später anrufen?", a person cue).
+    (
+        "de_try_later",
+        1.0,
+        r"\b(bitte )?versuchen sie es (spater|noch ?einmal|erneut|nochmal)\b",
+    ),
+    ("de_off", 1.0, r"\b(ist|sind|wurde) (ausgeschaltet|abgeschaltet)\b"),
     (
         "de_not_reachable_me",
         1.5,
@@ -425,6 +440,11 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("pt_not_available_me", 1.5, r"\bnao (estou|estamos) disponive(l|is)\b"),
     ("pt_hours", 1.5, r"\bhorario de (atendimento|funcionamento)\b"),
     ("pt_charge", 3.0, r"\bsujeita a cobranca\b"),
+    (
+        "pt_try_later",
+        1.0,
+        r"\btente (novamente|de novo|mais tarde)\b|\bligue (novamente|mais tarde)\b",
+    ),
     # ---------------------------------------------------------------- Italian, machine
     ("it_after_tone", 3.0, r"\bdopo il (segnale|bip|beep|tono)\b|\bsegnale acustico\b"),
     (
@@ -435,12 +455,14 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "it_person_called",
         3.0,
-        r"\b(la persona|il cliente|il numero|l'utente) da lei (chiamat[oa]|selezionat[oa])\b",
+        r"\b(la persona|il cliente|il numero|l'utente) da lei (chiamat[oa]|selezionat[oa])\b|"
+        r"\b(telefono|numero|cellulare) (della persona|del cliente|dell'utente) (da lei )?"
+        r"chiamat[oa]\b",
     ),
     (
         "it_not_reachable",
         2.0,
-        r"\bnon e (al momento |momentaneamente |attualmente )?raggiungibile\b",
+        r"\b(non e|o non|risulta non) (al momento |momentaneamente |attualmente )?raggiungibile\b",
     ),
     (
         "it_leave_imperative",
@@ -454,6 +476,13 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("it_hours", 1.5, r"\b(lo studio|l'ufficio|il negozio) e chiuso\b|\borari di apertura\b"),
     ("it_not_available", 1.0, r"\bnon e (al momento )?disponibile\b|\bnon disponibile\b"),
     ("it_segreteria_word", 1.0, r"\bsegreteria\b"),
+    (
+        "it_try_later",
+        1.0,
+        r"\b(si prega|la preghiamo|vi preghiamo) di (riprovare|richiamare|ripetere)\b|"
+        r"\b(riprovare|riprovi|riprova) (piu tardi|in seguito)\b",
+    ),
+    ("it_off", 1.0, r"\b(e|risulta|potrebbe essere) (spento|irraggiungibile)\b"),
     # ---------------------------------------------------------------- people (negative)
     ("en_who", -2.0, r"\bwho('s| is| s)? (this|calling|speaking|that)\b|\bwho am i speaking\b"),
     (
@@ -588,7 +617,7 @@ _OPENING_CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "de_open_carrier",
         3.0,
         r"^(der|die|ihr) (gewunschte|teilnehmer|person die|gesprachspartner|anruf wird|"
-        r"rufnummer ist)\b",
+        r"rufnummer ist|anschluss (ist|wird))\b",
     ),
     (
         "pt_open_carrier",
