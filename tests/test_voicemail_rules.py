@@ -674,30 +674,36 @@ def test_eval_set_is_labelled_and_varied() -> None:
 
 
 @pytest.mark.parametrize(
-    ("split", "min_accuracy", "max_machine_median_ms"),
+    ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
-        # heldout3 is the blind split (written before the last round of changes, only its
-        # totals ever looked at): 93.8% and 3.68 s when written and after the changes.
-        ("heldout3", 0.93, 3800),
-        # heldout2 was blind until that round, which then looked at its errors (100% now).
-        ("heldout2", 0.98, 3500),
+        # heldout4 is the blind split (written before the round on using all the evidence of
+        # a call, its totals looked at once, after it): 90.5%, 6/66 people classed as
+        # machines, 3.83 s. The same totals with the code before that round: the people
+        # target (<= 1%) is not met on blind data.
+        ("heldout4", 0.90, 6 / 66, 3900),
+        # heldout3 was blind until that round, which then looked at its errors (96.9% now:
+        # the 4 misses are silent mailboxes, which a silent person matches exactly).
+        ("heldout3", 0.96, 0.01, 3600),
+        # heldout2 stopped being blind a round earlier (100% now).
+        ("heldout2", 0.98, 0.01, 3500),
     ],
 )
 def test_combined_detection_on_the_held_out_splits(
-    split: str, min_accuracy: float, max_machine_median_ms: float
+    split: str, min_accuracy: float, max_false_machine_rate: float, max_machine_median_ms: float
 ) -> None:
     """What the arbiter achieves on the held-out splits.
 
-    Issue targets that are met are asserted as targets (no person classed as a machine, the
-    opener within 1 s of a short greeting). Those not met are asserted at what is achieved,
-    so that a regression still fails: accuracy (blind: 93.8% against 98%) and the
-    machine-verdict median (~3.3-3.7 s against 2.5 s). The benchmark reports every split.
+    Issue targets that are met are asserted as targets (no more than 1% of people classed as
+    machines where that holds, the opener within 1 s of a short greeting). Those not met are
+    asserted at what is achieved, so that a regression still fails: accuracy (blind: 90.5%
+    against 98%), people classed as machines on the blind split (9.1% against 1%) and the
+    machine-verdict median (~3.3-3.8 s against 2.5 s). The benchmark reports every split.
     """
     ve = _load_eval()
     cases = [c for c in ve.load_cases() if c["split"] == split]
     rep = ve.evaluate(cases, leave_message=False)
     s = rep.scores[split]["combined"].summary()
-    assert s["false_machine_rate"] <= 0.01, s
+    assert s["false_machine_rate"] <= max_false_machine_rate + 1e-9, s
     assert s["opener_after_short_greeting_max_ms"] <= 1000, s
     assert s["accuracy"] >= min_accuracy, s
     assert s["machine_verdict_median_ms"] <= max_machine_median_ms, s
