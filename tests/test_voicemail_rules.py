@@ -660,7 +660,14 @@ def test_eval_set_is_labelled_and_varied() -> None:
     assert len(cases) >= 150
     assert {c["language"] for c in cases} >= {"en", "es", "fr", "de", "pt", "it"}
     assert {c["label"] for c in cases} == {"human", "machine"}
-    assert {c["split"] for c in cases} == {"dev", "heldout", "heldout2", "heldout3", "heldout4"}
+    assert {c["split"] for c in cases} == {
+        "dev",
+        "heldout",
+        "heldout2",
+        "heldout3",
+        "heldout4",
+        "heldout5",
+    }
     assert len({c["id"] for c in cases}) == len(cases)
     amd = [e for c in cases for e in c["events"] if e["type"] == "amd"]
     assert len(amd) == len(cases)

@@ -23,7 +23,10 @@ How the set is built, and why it is not tuned to the detectors:
   machine verdicts, when heldout2 stopped being blind for that work; its errors were then
   looked at in the round on using all the evidence of a call, so it is no longer blind),
   ``heldout4`` (``TEMPLATES_HELDOUT4``, 63 templates with new wordings written before that
-  round changed anything: only its totals are looked at, once; it is the blind figure).
+  round changed anything: its totals were seen once, then its errors were looked at in the
+  round on keeping people safe on unseen wordings, so it is no longer blind),
+  ``heldout5`` (``TEMPLATES_HELDOUT5``, 64 templates with new wordings written at the start of
+  that round, before any change: only its totals are looked at; it is the blind figure).
 * Timing model: speech starts 0.2-1.4 s after pickup (people) or 0.3-1.6 s (machines and
   carrier prompts); speaking rate 2.6-4.0 words/s (machines read slower than people
   talk); "/" in a template is a short pause inside a greeting (150-550 ms, sometimes up to
@@ -522,6 +525,94 @@ TEMPLATES_HELDOUT4: list[T] = [
 ]
 # fmt: on
 
+# A fifth held-out set, written at the start of the round on keeping people safe on unseen
+# wordings, before any change to the detectors and before heldout4's errors were looked at:
+# the blind split from then on. Hard people in all six languages (take a message, who is
+# calling, receptionists and live staff who sound like a phone menu ("you've reached the front
+# desk, this is ..., how can I help?"), long live answers, people who mention voicemail or say
+# "leave a message" live, silent then hello) and machines of every kind.
+# fmt: off
+TEMPLATES_HELDOUT5: list[T] = [
+    # English, people
+    T("en", "human", "take_message", "No, sorry, {first}'s at work till six. / Want me to tell her you rang?", notes="hard: take a message"),
+    T("en", "human", "hello", "Hi there. / Sorry, who did you say you were with?"),
+    T("en", "human", "receptionist", "You've reached the front desk at {company}, this is {first}, / how can I help?", notes="hard: live staff opening like a phone menu"),
+    T("en", "human", "receptionist", "Thank you for calling {company}, {first} speaking, / how may I direct your call?", notes="hard: receptionist"),
+    T("en", "human", "long", "Yeah hi, sorry, I'm driving right now so you're on speaker, I can talk for a minute though, / what's this about?", notes="long live answer"),
+    T("en", "human", "mentions_voicemail", "Hello, yes, sorry, my phone says I had a missed call and a voicemail from this number, / what can I do for you?", notes="hard: 'voicemail' said live"),
+    T("en", "human", "take_message", "She's not in. / If you leave a message with me, I'll make sure she gets it.", notes="hard: 'leave a message' said live, no question"),
+    T("en", "human", "silent_then_hello", "// Uh, hi? / Is someone on the line?"),
+    # English, machines
+    T("en", "machine", "personal", "Hi, it's {first}. / I'm probably on the other line. / Drop me a message and I'll call you back as soon as I'm free.", "maybe"),
+    T("en", "machine", "business", "You've reached the {company} service line. / To check the status of an order, press one. / To speak with someone, stay on the line.", "never", "phone menu"),
+    T("en", "machine", "carrier", "We're sorry, the number you have dialed is not in service. / Please check the number and dial again.", "never"),
+    T("en", "machine", "personal_nocue", "{first} here. / Shoot.", "always", "short, no phrase cue"),
+    T("en", "machine", "trick", "Hi! / Hello? // Hah, gotcha, this is just my machine. / Tell me who it is after the beep.", "always", "trick greeting"),
+    T("en", "machine", "carrier_full", "Sorry, {first}'s voice mailbox has reached its limit. / Goodbye.", "never"),
+    T("en", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+    # Spanish, people
+    T("es", "human", "take_message", "Ahorita no se encuentra, salió a trabajar, / ¿le quiere dejar algún recado?", notes="hard: 'recado' said live"),
+    T("es", "human", "hello", "¿Aló? / ¿Quién me llama?"),
+    T("es", "human", "receptionist", "Ha comunicado con la recepción de {company}, le habla {first}, / ¿en qué puedo ayudarle?", notes="hard: live staff opening like a phone menu"),
+    T("es", "human", "long", "Sí, hola, soy {first}, disculpe que estoy en el coche y le tengo en altavoz, / ¿qué necesita?", notes="long live answer"),
+    T("es", "human", "mentions_voicemail", "Hola, vi que me dejó un mensaje en el buzón de voz, / ¿de qué se trata?", notes="hard: 'buzón de voz' said live"),
+    T("es", "human", "silent_then_hello", "// ¿Hola? / ¿Me escucha?"),
+    # Spanish, machines
+    T("es", "machine", "personal", "Hola, soy {first} {last}. / En este momento no estoy disponible. / Deja tu nombre y número y te llamo luego.", "maybe"),
+    T("es", "machine", "business", "Bienvenido a {company}. / Para ventas, marque uno. / Para soporte técnico, marque dos.", "never", "phone menu"),
+    T("es", "machine", "carrier", "El número que usted marcó no existe. / Verifique el número e intente de nuevo.", "never"),
+    T("es", "machine", "personal_nocue", "{first} al habla. / Nos vemos.", "always", "short, no phrase cue"),
+    # French, people
+    T("fr", "human", "take_message", "Il est sorti faire une course, / je peux lui dire que vous avez appelé ?", notes="hard"),
+    T("fr", "human", "hello", "Allô ? / C'est de la part de qui ?"),
+    T("fr", "human", "receptionist", "Vous êtes bien à l'accueil de {company}, je suis {first}, / en quoi puis-je vous aider ?", notes="hard: live staff opening like a phone menu"),
+    T("fr", "human", "long", "Oui allô, c'est {first}, excusez-moi j'étais sous la douche et je n'ai pas entendu le téléphone tout de suite, / c'est pour quoi ?", notes="long live answer"),
+    T("fr", "human", "take_message", "Elle est en réunion. / Vous pouvez me laisser un message, je lui transmettrai.", notes="hard: 'laisser un message' said live, no question"),
+    T("fr", "human", "silent_then_hello", "// Allô ? / Vous m'entendez ?"),
+    # French, machines
+    T("fr", "machine", "personal", "Ici la boîte vocale de {first}. / Je suis absent pour la journée. / Dites-moi qui vous êtes après le bip.", "maybe"),
+    T("fr", "machine", "business", "{company}, bonjour. / Tous nos conseillers sont occupés. / Merci de rappeler ultérieurement.", "never", "no mailbox cue"),
+    T("fr", "machine", "carrier", "Le numéro que vous avez demandé n'est pas attribué. / Veuillez consulter l'annuaire.", "never"),
+    T("fr", "machine", "personal_nocue", "Ici {first}. / Bonne journée !", "always", "short, no phrase cue"),
+    # German, people
+    T("de", "human", "take_message", "Frau {last} ist heute im Homeoffice, / darf ich ihr ausrichten, dass Sie angerufen haben?", notes="hard"),
+    T("de", "human", "hello", "Ja, hallo? / Wer spricht denn da?"),
+    T("de", "human", "receptionist", "Sie sind verbunden mit der Zentrale von {company}, mein Name ist {first}, / was kann ich für Sie tun?", notes="hard: live staff opening like a phone menu"),
+    T("de", "human", "long", "Hallo, {first} hier, entschuldigen Sie, ich war gerade im Keller und bin schnell hochgelaufen, / wer ist denn dran?", notes="long live answer"),
+    T("de", "human", "mentions_voicemail", "Hallo, ich wollte Sie gerade zurückrufen, ich hab Ihre Sprachnachricht abgehört, / geht es um den Termin?", notes="hard: 'Sprachnachricht' said live"),
+    T("de", "human", "take_message", "Er ist gerade nicht da. / Sie können mir gern eine Nachricht für ihn hinterlassen.", notes="hard: 'Nachricht hinterlassen' said live, no question"),
+    # German, machines
+    T("de", "machine", "personal", "Hallo, hier ist der Anrufbeantworter von {first} {last}. / Leider bin ich nicht zu Hause. / Sprechen Sie nach dem Piepton.", "maybe"),
+    T("de", "machine", "business", "Willkommen bei {company}. / Unsere Geschäftszeiten sind Montag bis Freitag von acht bis siebzehn Uhr. / Rufen Sie uns gerne während dieser Zeiten wieder an.", "never", "no mailbox cue"),
+    T("de", "machine", "carrier", "Kein Anschluss unter dieser Nummer.", "never", "short carrier prompt"),
+    T("de", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+    # Portuguese, people
+    T("pt", "human", "take_message", "Minha esposa foi buscar as crianças na escola, / quer que eu anote o seu número?", notes="hard"),
+    T("pt", "human", "hello", "Estou? / Quem é que está a falar?"),
+    T("pt", "human", "receptionist", "Você ligou para a {company}, aqui é {first}, / como posso ajudar?", notes="hard: live staff opening like a phone menu"),
+    T("pt", "human", "long", "Alô, é a {first}, desculpa, eu estava no meio de uma reunião e tive que sair da sala pra atender, / o que é que houve?", notes="long live answer"),
+    T("pt", "human", "mentions_voicemail", "Oi, eu vi que caiu na caixa postal quando você ligou, / era você?", notes="hard: 'caixa postal' said live"),
+    T("pt", "human", "silent_then_hello", "// Sim? / Alguém na linha?"),
+    # Portuguese, machines
+    T("pt", "machine", "personal", "E aí, é o {first}. / Tô sem poder falar agora. / Deixa teu recado depois do sinal.", "maybe"),
+    T("pt", "machine", "carrier", "O número chamado não existe. / Verifique e disque novamente.", "never"),
+    T("pt", "machine", "business", "Você ligou para {company}. / Todos os nossos atendentes estão ocupados. / Por favor, aguarde na linha ou ligue mais tarde.", "never", "queue prompt, no mailbox"),
+    T("pt", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # Italian, people
+    T("it", "human", "take_message", "Mio marito non c'è adesso, / vuole che lo faccia richiamare?", notes="hard"),
+    T("it", "human", "hello", "Pronto, sì? / Da parte di chi, scusi?"),
+    T("it", "human", "receptionist", "Ha chiamato {company}, risponde {first}, / in cosa posso aiutarla?", notes="hard: live staff opening like a phone menu"),
+    T("it", "human", "long", "Pronto, sono {first}, scusi ma sono in macchina e la sento un po' male, mi sono appena fermato, / chi è?", notes="long live answer"),
+    T("it", "human", "take_message", "La dottoressa è in visita, / se vuole può lasciare un messaggio a me.", notes="hard: 'lasciare un messaggio' said live, no question"),
+    T("it", "human", "silent_then_hello", "// Pronto? / Mi sente?"),
+    # Italian, machines
+    T("it", "machine", "personal", "Ciao, hai chiamato {first}. / Al momento sono occupato. / Lascia un messaggio dopo il bip.", "maybe"),
+    T("it", "machine", "carrier", "Il numero selezionato è inesistente.", "never", "short carrier prompt"),
+    T("it", "machine", "business", "Benvenuti in {company}. / Per l'assistenza clienti, prema uno. / Per l'amministrazione, prema due.", "never", "phone menu"),
+    T("it", "machine", "personal_nocue", "Sono {first}, / dimmi tutto.", "always", "short, no phrase cue"),
+]
+# fmt: on
+
 BEEP_FREQS_HZ = [1000, 1000, 1000, 1000, 850, 950, 1400, 440, 1200, 600, 1800]
 
 
@@ -697,6 +788,13 @@ def main() -> None:
             case = make_case(t, variant, offset + i, rng)
             case["split"] = "heldout4"
             cases.append(case)
+    # The fifth held-out set continues the stream again: every case above stays identical.
+    offset += len(TEMPLATES_HELDOUT4)
+    for i, t in enumerate(TEMPLATES_HELDOUT5):
+        for variant in (1, 2):
+            case = make_case(t, variant, offset + i, rng)
+            case["split"] = "heldout5"
+            cases.append(case)
     with OUT.open("w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")
@@ -705,10 +803,11 @@ def main() -> None:
     n_ho2 = sum(c["split"] == "heldout2" for c in cases)
     n_ho3 = sum(c["split"] == "heldout3" for c in cases)
     n_ho4 = sum(c["split"] == "heldout4" for c in cases)
+    n_ho5 = sum(c["split"] == "heldout5" for c in cases)
     print(
         f"{len(cases)} cases ({n_h} human, {len(cases) - n_h} machine), "
         f"{n_ho} held out, {n_ho2} in the second held-out set, {n_ho3} in the third, "
-        f"{n_ho4} in the fourth -> {OUT}"
+        f"{n_ho4} in the fourth, {n_ho5} in the fifth -> {OUT}"
     )
 
 
