@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -27,7 +28,14 @@ from nixflex_engine.frames import (
     TransportStartedFrame,
     TTSStoppedFrame,
 )
-from nixflex_engine.pipeline import DOWNSTREAM, UPSTREAM, FrameDirection, Pipeline, PipelineTask
+from nixflex_engine.pipeline import (
+    DOWNSTREAM,
+    UPSTREAM,
+    FrameDirection,
+    FrameProcessor,
+    Pipeline,
+    PipelineTask,
+)
 from nixflex_engine.transports.twilio_media import (
     REASON_SOCKET_LOST,
     REASON_STREAM_STOPPED,
@@ -674,3 +682,59 @@ async def test_a_trailing_partial_is_flushed_before_the_buffer_runs_dry() -> Non
 
 def test_frame_size_constant() -> None:
     assert FRAME_BYTES == 160
+
+
+class _SlowSink(FrameProcessor):
+    """Spends ``cost_s`` of CPU on each caller audio frame, like a heavy chain would."""
+
+    def __init__(self, cost_s: float) -> None:
+        super().__init__(name="slow")
+        self.cost_s = cost_s
+        self.audio = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, InputAudioFrame):
+            time.sleep(self.cost_s)  # noqa: ASYNC251 -- CPU work between awaits, on purpose
+            self.audio += 1
+        await self.push_frame(frame, direction)
+
+
+async def _counts_seen_while_draining(reader_slice_ms: float, frames: int = 40) -> list[int]:
+    """Queue a backlog of ``frames`` media messages; return the audio counts another task
+    sees while the reader works through it."""
+    socket = MemorySocket()
+    transport = TwilioMediaTransport(socket, reader_slice_ms=reader_slice_ms)
+    sink = _SlowSink(0.001)
+    task = PipelineTask(Pipeline([transport.input(), sink]), call_id="call-1")
+    socket.inbox.put_nowait(start_msg())
+    for i in range(frames):
+        socket.inbox.put_nowait(media_msg(i + 2, i + 1))
+    seen: list[int] = []
+
+    async def other() -> None:
+        while sink.audio < frames:
+            seen.append(sink.audio)
+            await asyncio.sleep(0)
+
+    runner = asyncio.create_task(task.run())
+    await asyncio.wait_for(other(), 10)
+    await task.cancel()
+    await asyncio.wait_for(runner, 5)
+    return seen
+
+
+async def test_reader_yields_to_other_tasks_while_it_drains_a_backlog() -> None:
+    seen = await _counts_seen_while_draining(reader_slice_ms=2.0)
+    # 1 ms per frame, a 2 ms slice: other tasks run every few frames, not after all 40.
+    assert len([c for c in seen if 0 < c < 40]) >= 5
+
+
+async def test_reader_without_a_slice_limit_drains_a_backlog_in_one_step() -> None:
+    # What the slice prevents: with an unbounded slice the whole backlog runs in one step.
+    seen = await _counts_seen_while_draining(reader_slice_ms=1e9)
+    assert [c for c in seen if 0 < c < 40] == []
+
+
+def test_reader_slice_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="reader_slice_ms"):
+        TwilioMediaTransport(MemorySocket(), reader_slice_ms=-1)

@@ -1,6 +1,7 @@
 """The frame pipeline: processors, pipelines, queues and the runner. No I/O, no vendor."""
 
 from nixflex_engine.pipeline.clock import Clock, MonotonicClock
+from nixflex_engine.pipeline.fairness import TimeSlice
 from nixflex_engine.pipeline.pipeline import Pipeline
 from nixflex_engine.pipeline.processor import (
     DOWNSTREAM,
@@ -27,4 +28,5 @@ __all__ = [
     "ProcessorContext",
     "RunResult",
     "TaskManager",
+    "TimeSlice",
 ]

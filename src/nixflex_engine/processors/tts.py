@@ -29,6 +29,10 @@ Flushes a minute (then warns), so later chunks are sentence-sized, and once
 reply's chunks after its first are merged and flushed together at the next chunk the budget
 allows, or at the end of the reply (the first chunk of a reply always goes at once).
 
+Audio that queued up on the socket while the event loop was busy is handed on in slices of
+``reader_slice_ms`` (:class:`~nixflex_engine.pipeline.TimeSlice`): one call's backlog never
+holds the loop while other calls wait.
+
 Barge-in
 --------
 ``Clear`` makes the server drop its text and audio and answer ``Cleared`` (which the SDK
@@ -88,7 +92,7 @@ from nixflex_engine.frames import (
     TTSTextFrame,
 )
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.pipeline import FrameDirection, FrameProcessor
+from nixflex_engine.pipeline import FrameDirection, FrameProcessor, TimeSlice
 from nixflex_engine.processors.stt import deepgram_client
 from nixflex_engine.processors.text import SentenceChunker
 
@@ -389,9 +393,14 @@ class TextToSpeech(FrameProcessor, abc.ABC):
         max_chunk_chars: int = 300,
         max_reconnects: int = 1,
         max_flushes_per_minute: int = 20,
+        reader_slice_ms: float = 2.0,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
+        if reader_slice_ms < 0:
+            raise ValueError("reader_slice_ms must not be negative")
+        #: How long the socket reader hands on queued audio before it lets other tasks run.
+        self.reader_slice_ms = reader_slice_ms
         self._chunker_args: dict[str, Any] = {
             "first_chunk_early": first_chunk_early,
             "first_chunk_min_chars": first_chunk_min_chars,
@@ -585,10 +594,15 @@ class TextToSpeech(FrameProcessor, abc.ABC):
                     self._conn = conn
                     if self._connections > 1:
                         log_event(_log, "tts.reconnected", call_id=self.call_id)
+                    # Audio that queued up while the loop was busy is handed on in slices,
+                    # so one call's backlog never holds the loop (see TimeSlice).
+                    slice_ = TimeSlice(self.reader_slice_ms)
                     async for event in conn.events():
+                        await slice_.worked()
                         if isinstance(event, TTSFlushed):
                             failures = 0
                         await self._on_event(event)
+                        slice_.waiting()
                 had_work = not self._seqr.idle
                 if self._closing:
                     return
@@ -703,6 +717,7 @@ class DeepgramTTS(TextToSpeech):
         max_chunk_chars: int = 300,
         max_reconnects: int = 1,
         max_flushes_per_minute: int = 20,
+        reader_slice_ms: float = 2.0,
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -713,6 +728,7 @@ class DeepgramTTS(TextToSpeech):
             max_chunk_chars=max_chunk_chars,
             max_reconnects=max_reconnects,
             max_flushes_per_minute=max_flushes_per_minute,
+            reader_slice_ms=reader_slice_ms,
             name=name,
         )
         self.voice = voice

@@ -28,6 +28,12 @@ and sent at a chunk boundary — a ``MarkFrame``, ``TTSStoppedFrame``, ``EndCall
 ``EndFrame``, a new ``chunk_id`` — or when the buffer is about to run dry (so a producer
 that never marks its audio does not lose its tail). An interruption drops it.
 
+The reader shares the event loop fairly (:class:`~nixflex_engine.pipeline.TimeSlice`): when
+the socket has a backlog (the loop fell behind, so ``receive`` returns at once message after
+message), it runs the chain for at most ``reader_slice_ms`` in one go and then lets every
+other ready task run before it goes on, instead of draining the whole backlog in one step
+while other calls' tokens, audio and marks wait.
+
 ``EndCallFrame``: if audio was sent after the last mark, the output sends a mark of its own
 (no ``MarkPlayedFrame`` for it), then holds the frame until that mark is echoed — all audio
 heard — and passes it downstream. It passes at once when nothing is pending or the socket is
@@ -72,7 +78,13 @@ from nixflex_engine.frames import (
     TTSStoppedFrame,
 )
 from nixflex_engine.log import get_logger, log_event
-from nixflex_engine.pipeline import DOWNSTREAM, UPSTREAM, FrameDirection, FrameProcessor
+from nixflex_engine.pipeline import (
+    DOWNSTREAM,
+    UPSTREAM,
+    FrameDirection,
+    FrameProcessor,
+    TimeSlice,
+)
 from nixflex_engine.transports.twilio_protocol import (
     FRAME_BYTES,
     FRAME_MS,
@@ -206,7 +218,8 @@ class TwilioMediaTransport:
     otherwise the input reads it. ``playout_speed`` > 1 only for test callees that play
     faster than real time. ``mark_timeout_ms``: how late after the modelled drain a mark echo
     may be before the agent counts as silent anyway; ``end_call_timeout_ms``: the same for
-    releasing a held ``EndCallFrame``.
+    releasing a held ``EndCallFrame``. ``reader_slice_ms``: how long the reader may run the
+    chain on a backlog before it yields to the other tasks (see the module doc).
     """
 
     __slots__ = (
@@ -220,6 +233,7 @@ class TwilioMediaTransport:
         "name",
         "playout_speed",
         "protocol",
+        "reader_slice_ms",
         "socket",
     )
 
@@ -232,10 +246,13 @@ class TwilioMediaTransport:
         playout_speed: float = 1.0,
         mark_timeout_ms: float = 5000.0,
         end_call_timeout_ms: float = 5000.0,
+        reader_slice_ms: float = 2.0,
         name: str = "twilio",
     ) -> None:
         if playout_speed <= 0:
             raise ValueError("playout_speed must be positive")
+        if reader_slice_ms < 0:
+            raise ValueError("reader_slice_ms must not be negative")
         self.socket = socket
         self.protocol = protocol or TwilioMediaProtocol()
         if start is not None and self.protocol.start is None:
@@ -243,6 +260,7 @@ class TwilioMediaTransport:
         self.playout_speed = playout_speed
         self.mark_timeout_ms = mark_timeout_ms
         self.end_call_timeout_ms = end_call_timeout_ms
+        self.reader_slice_ms = reader_slice_ms
         self.name = name
         self._open = True
         self._lost_logged = False
@@ -357,8 +375,11 @@ class TwilioInput(FrameProcessor):
             await self._started(proto.start)
         receive = t.socket.receive
         push = self.push_frame
+        slice_ = TimeSlice(t.reader_slice_ms)
         while True:
+            slice_.waiting()
             msg = await receive()
+            await slice_.worked()  # a backlog yields to the other tasks now and then
             if msg is None:
                 await self._ended(REASON_SOCKET_LOST, "socket closed without stop")
                 return
