@@ -198,3 +198,66 @@ def test_cpu_per_frame_is_small() -> None:
             det.process(f)
         best = min(best, (time.perf_counter() - t0) / len(frames))
     assert best < 100e-6, f"{best * 1e6:.1f} us per 20 ms frame"
+
+
+_SEGMENT = st.one_of(
+    st.tuples(st.just("silence"), st.integers(0, 400), st.just(0.0)),
+    st.tuples(st.just("tone"), st.integers(0, 500), st.floats(300, 2200)),
+    st.tuples(st.just("noise"), st.integers(0, 300), st.just(0.0)),
+    st.tuples(st.just("dtmf"), st.integers(0, 300), st.just(0.0)),
+)
+
+
+def _segment(kind: str, ms: int, freq: float, seed: int) -> npt.NDArray[np.float64]:
+    if kind == "tone":
+        return tone(freq, ms)
+    if kind == "dtmf":
+        return tone(697, ms, -14.0) + tone(1209, ms, -14.0)
+    if kind == "noise":
+        return np.random.default_rng(seed).normal(0, 3000, int(SR * ms / 1000))
+    return silence(ms)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    segments=st.lists(_SEGMENT, min_size=1, max_size=10),
+    chunk=st.sampled_from([80, 160, 237, 800]),
+    snr_db=st.sampled_from([15.0, 30.0, 60.0]),
+)
+def test_every_other_frame_scan_gives_the_events_of_the_full_scan(
+    segments: list[tuple[str, int, float]], chunk: int, snr_db: float
+) -> None:
+    parts = [_segment(kind, ms, freq, i) for i, (kind, ms, freq) in enumerate(segments)]
+    x = np.concatenate([*parts, silence(40)])
+    if not np.any(x):
+        return
+    samples = pcm(add_noise(x, snr_db))
+    results = []
+    for every_frame in (False, True):
+        det = BeepDetector(every_frame=every_frame)
+        events: list[BeepEvent] = []
+        for i in range(0, samples.size, chunk):
+            events.extend(det.process(samples[i : i + chunk]))
+        results.append(events + det.flush())
+    assert results[0] == results[1]
+
+
+def test_outside_a_tone_only_every_other_frame_is_analysed() -> None:
+    calls = 0
+
+    class Counting(BeepDetector):
+        def analyse(self, frame: npt.NDArray[np.int16]) -> tuple[bool, float]:
+            nonlocal calls
+            calls += 1
+            return super().analyse(frame)
+
+    det = Counting()
+    det.process(pcm(add_noise(tone(300, 1000), 30)))  # 50 frames of an out-of-band tone
+    assert calls == 25
+    calls = 0
+    det = Counting()
+    events = det.process(pcm(np.concatenate([silence(100), tone(1000, 400)])))
+    assert [e.kind for e in events] == ["start"]
+    # 5 silent frames (every other one), then the tone: 20 frames, each analysed, plus the
+    # look-back at the frame skipped just before it.
+    assert 20 <= calls <= 24
