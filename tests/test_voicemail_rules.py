@@ -683,16 +683,19 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
-        # heldout4 is the blind split (written before the round on using all the evidence of
-        # a call, its totals looked at once, after it): 90.5%, 6/66 people classed as
-        # machines, 3.83 s. The same totals with the code before that round: the people
-        # target (<= 1%) is not met on blind data.
-        ("heldout4", 0.90, 6 / 66, 3900),
-        # heldout3 was blind until that round, which then looked at its errors (96.9% now:
-        # the 4 misses are silent mailboxes, which a silent person matches exactly).
-        ("heldout3", 0.96, 0.01, 3600),
-        # heldout2 stopped being blind a round earlier (100% now).
-        ("heldout2", 0.98, 0.01, 3500),
+        # heldout4 was the blind split until the round on keeping people safe, which looked
+        # at its errors (6/66 people as machines before it, 0/66 after; 95.2%; the 6 missed
+        # machines are 4 silent mailboxes and 2 greetings without a machine phrase). Its
+        # machine-verdict median went from 3.83 s to 4.46 s: an opening formula alone ("you've
+        # reached...") no longer decides while the callee talks, as live staff say it too.
+        ("heldout4", 0.95, 0.01, 4500),
+        # heldout3 was blind until the round before (96.9%: the 4 misses are silent
+        # mailboxes, which a silent person matches exactly); 3.55 s -> 3.77 s.
+        ("heldout3", 0.96, 0.01, 3800),
+        # heldout2 stopped being blind two rounds earlier (100%); 3.30 s -> 4.80 s (business
+        # greetings opening "You have reached the offices of..." wait for a second phrase or
+        # their end).
+        ("heldout2", 0.98, 0.01, 4850),
     ],
 )
 def test_combined_detection_on_the_held_out_splits(
@@ -777,7 +780,13 @@ def test_a_long_pause_inside_a_greeting_is_corrected_quickly_without_a_beep() ->
     (human,) = actions_of(out, HumanDetected)  # the 750 ms pause looked like a person waiting
     overriding = [a for a in actions_of(out, LateMachine) if a.overrides]
     assert len(overriding) == 1 and overriding[0].method == "transcript"
-    assert overriding[0].at_ms - human.at_ms <= ArbiterSettings().late_weak_window_ms
+    # "You've reached..." alone no longer decides while the callee talks (live staff say it
+    # too), so the verdict waits for the second phrase: it comes with the greeting's final
+    # transcript, 3.4 s after the person was confirmed. It still overrides because the speech
+    # carrying it resumed 200 ms after that, over the opener's first words.
+    s = ArbiterSettings()
+    assert overriding[0].at_ms <= 4300 + 400
+    assert 1500 - human.at_ms <= s.late_weak_resume_ms
     assert arb.result().voicemail_detected is True
 
 
@@ -961,4 +970,175 @@ def test_a_long_live_answer_then_a_dtmf_key_is_not_a_beep() -> None:
     tl.beep(key_at, key_ms, 852.0)
     arb, out = run(tl, key_at + key_ms + 1500)
     assert arb.state == "human"
+    assert all(not late.overrides for late in actions_of(out, LateMachine))
+
+
+# ======================================== keeping people safe (the heldout4 false machines)
+#
+# Each group below is one general reason a person was classed as a machine on heldout4,
+# written with wordings of its own in every language touched.
+
+# A message left *with the speaker* for someone else is a live intermediary: "leave a message"
+# there must not decide (heldout4: "You can leave a message with me if you like").
+WITH_ME = [
+    ("en", "He's in a meeting. You can leave your number with me and I'll pass it on."),
+    ("en", "She stepped out, leave a message with me"),
+    ("es", "No está, salió hace un rato. Si quiere, deje el recado conmigo."),
+    ("fr", "Il n'est pas là. Laissez un message pour lui, je lui dirai."),
+    ("de", "Sie ist nicht im Büro. Ich richte es ihr aus, wenn Sie mögen."),
+    ("pt", "Ele não está. Pode deixar o recado comigo."),
+    ("it", "Non c'è, è fuori. Se vuole lo lascia detto a me."),
+]
+
+
+@pytest.mark.parametrize(("lang", "text"), WITH_ME, ids=lambda x: x[:30])
+def test_a_message_left_with_the_speaker_is_a_person(lang: str, text: str) -> None:
+    assert any(c.name == f"{lang}_with_me" for c in find_cues(text)), find_cues(text)
+    end = 500 + _duration_ms(text)
+    vs = verdicts(text, 500, end, end + 3000)
+    assert all(v.label != "machine" for v in vs), [v.reason for v in vs if v.label == "machine"]
+    first = first_decided(vs)
+    assert first is not None and first.label == "human"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi, this is Dana. Leave a message and I'll call you back.",
+        "Hola, soy Ana. Déjame tu mensaje y te llamo.",
+        "Ciao, sono Marco. Lasciate un messaggio, vi richiamo.",
+    ],
+)
+def test_a_message_left_for_the_greetings_owner_is_still_a_machine(text: str) -> None:
+    assert not [c for c in find_cues(text) if c.name.endswith("_with_me")]
+    end = 600 + _duration_ms(text)
+    first = first_decided(verdicts(text, 600, end, end + 2500))
+    assert first is not None and first.label == "machine"
+
+
+# The callee talks about the caller's message, or names their own mailbox, in a live answer
+# (heldout4: "ich hab gerade Ihre Nachricht auf der Mailbox gesehen, worum geht's?", where
+# "der Mailbox" was a strong phrase on its own and "Mailbox" counted twice, in English and
+# German).
+YOU_LEFT = [
+    ("en", "Hi, I just heard your voicemail, what can I do for you?"),
+    ("es", "Sí, escuché su mensaje esta mañana, dígame."),
+    ("fr", "Oui, j'ai vu votre appel tout à l'heure, c'est à quel sujet ?"),
+    ("de", "Hallo, ich habe Ihre Nachricht auf meiner Mailbox abgehört, worum geht es denn?"),
+    ("pt", "Alô, vi sua ligação agora, quem fala?"),
+    ("it", "Pronto, ho visto la sua chiamata, chi parla?"),
+]
+
+
+@pytest.mark.parametrize(("lang", "text"), YOU_LEFT, ids=lambda x: x[:30])
+def test_a_callee_talking_about_the_callers_message_is_a_person(lang: str, text: str) -> None:
+    assert any(c.name == f"{lang}_you_left" for c in find_cues(text)), find_cues(text)
+    end = 500 + _duration_ms(text)
+    vs = verdicts(text, 500, end, end + 3000)
+    assert all(v.label != "machine" for v in vs), [v.reason for v in vs if v.label == "machine"]
+    first = first_decided(vs)
+    assert first is not None and first.label == "human"
+
+
+def test_a_bare_mailbox_noun_is_medium_and_counted_once() -> None:
+    cues = find_cues("ich hab das auf der Mailbox gesehen")
+    assert {c.name for c in cues} == {"en_mailbox_word", "de_mailbox_word"}
+    assert max(c.weight for c in cues) < 3.0
+    clf = TranscriptClassifier()
+    clf.on_transcript(
+        "ich hab das auf der Mailbox gesehen", is_final=True, start_ms=0, end_ms=2000, now_ms=2400
+    )
+    assert clf.machine_score() == 2.0  # one word, one cue: not English 1.0 + German 2.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hallo, hier ist die Mailbox von Anna Müller. Sprechen Sie nach dem Ton.",
+        "Sie sind mit der Mailbox von Jonas Weber verbunden.",
+        "Das ist die Mailbox von Lena, ich rufe zurück.",
+    ],
+)
+def test_a_mailbox_named_in_a_greeting_construction_is_still_strong(text: str) -> None:
+    assert any(c.name == "de_mailbox" and c.weight >= 3.0 for c in find_cues(text))
+    end = 600 + _duration_ms(text)
+    first = first_decided(verdicts(text, 600, end, end + 2000))
+    assert first is not None and first.label == "machine" and first.at_ms < end
+
+
+# A single medium phrase, then a breath inside a live sentence: not yet the end of a greeting.
+def test_a_live_opening_like_a_menu_with_a_breath_before_the_offer_is_a_person() -> None:
+    tl = Timeline().say("You've reached the front desk, this is Sam,", 400, 2600)
+    tl.say("what can I do for you today?", 3300, 4900)  # a 700 ms breath
+    arb, out = run(tl, 8000)
+    assert not actions_of(out, VoicemailDetected), arb.result()
+    assert arb.state == "human"
+
+
+def test_a_single_medium_phrase_still_ends_a_greeting_after_a_real_pause() -> None:
+    # Some greetings are one medium phrase and then silence: still a machine, a little later.
+    s = TranscriptClassifier().settings
+    text = "Hey, you've reached Mike"
+    vs = verdicts(text, 500, 1800, 5000)
+    first = first_decided(vs)
+    assert first is not None and first.label == "machine"
+    assert first.at_ms >= 1800 + s.ended_single_cue_silence_ms
+    # Two machine phrases end it at the first short pause, as before.
+    text2 = "Hey, you've reached Mike, leave a message"
+    first2 = first_decided(verdicts(text2, 500, 2600, 5000))
+    assert first2 is not None and first2.label == "machine"
+    assert first2.at_ms < 2600 + s.ended_single_cue_silence_ms
+
+
+# AMD calls long live answers machines; one weak phrase does not back it against a person cue.
+def test_amd_machine_with_one_weak_phrase_and_a_person_cue_waits_for_the_transcript() -> None:
+    text = "Oh she's not available at the moment I'm afraid, who is calling please"
+    end = 500 + _duration_ms(text)
+    tl = Timeline().say(text, 500, end).amd("machine_end_silence", end + 1400)
+    arb, out = run(tl, end + 6000)
+    assert not actions_of(out, VoicemailDetected), arb.result()
+    assert arb.state == "human"
+    assert arb.result().disagreements
+
+
+# Silent, then a person: the opener was allowed on silence, then "Hello? Anybody there?". A
+# late AMD "machine" (the person's words made one speech run) must not hang up on them.
+SILENT_THEN_PERSON = [
+    ("Hello? Is someone there?", "en"),
+    ("¿Hola? ¿Hay alguien?", "es"),
+    ("Allô ? Il y a quelqu'un ?", "fr"),
+    ("Hallo? Ist da jemand?", "de"),
+    ("Alô? Tem alguém aí?", "pt"),
+    ("Pronto? C'è qualcuno?", "it"),
+]
+
+
+@pytest.mark.parametrize(("text", "lang"), SILENT_THEN_PERSON, ids=lambda x: x[:20])
+def test_silent_then_a_person_is_not_hung_up_on_by_a_late_amd(text: str, lang: str) -> None:
+    tl = Timeline().say(text, 3800, 6400).amd("machine_end_silence", 8000)
+    arb, out = run(tl, 10000)
+    (human,) = actions_of(out, HumanDetected)
+    assert human.method == "timeout"
+    assert not actions_of(out, VoicemailDetected), (lang, arb.result())
+    assert all(not late.overrides for late in actions_of(out, LateMachine))
+    assert arb.state == "human"
+
+
+def test_silent_then_a_recorded_greeting_is_still_a_machine() -> None:
+    # A mailbox that starts its greeting late: machine phrases after the silence-opener.
+    tl = Timeline().say("Hi, you've reached Tom, leave a message after the tone", 3000, 6500)
+    tl.amd("machine_end_silence", 8000)
+    arb, out = run(tl, 9000)
+    (det,) = actions_of(out, VoicemailDetected)
+    assert det.late and det.method == "transcript"
+    assert arb.state == "machine"
+
+
+def test_a_person_who_answers_the_opener_later_is_not_overridden_by_the_resume_rule() -> None:
+    # "Hi!" confirmed a person; they reply to the opener 2 s later with phone-ish words (no
+    # person cue). That speech started long after the opener began: only logged.
+    tl = Timeline().say("Hi!", 400, 750)
+    tl.say("Oh you've reached my cell, just leave me a message then", 3300, 6300)
+    arb, out = run(tl, 9000)
+    assert arb.state == "human", arb.result()
     assert all(not late.overrides for late in actions_of(out, LateMachine))

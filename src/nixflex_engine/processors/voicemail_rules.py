@@ -362,13 +362,19 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("fr_off", 1.0, r"\b(est|etre) (eteint|hors service)\b"),
     # ---------------------------------------------------------------- German, machine
     ("de_after_tone", 3.0, r"\bnach dem (signalton|piepton|ton|signal|piep|pfeifton|beep)\b"),
-    # "Mailbox" alone is English too: only the German forms and articles count here.
+    # "Mailbox" alone is English too: only the German forms count here. A greeting names
+    # the mailbox in a construction ("die Mailbox von Anna", "ist die Mailbox", "mit der
+    # Mailbox verbunden"); the bare noun is medium, because a person talks about their
+    # mailbox too ("ich hab Ihre Nachricht auf der Mailbox gesehen").
     (
         "de_mailbox",
         3.0,
-        r"\b(mobilbox|sprachbox|sprachnachricht(en)?dienst)\b|\b(die|der|ihre|meine|zur) mailbox\b|"
-        r"\bmailbox von\b",
+        r"\b(mobilbox|sprachbox|sprachnachricht(en)?dienst)\b|\bmailbox von\b|"
+        r"\b(ist|sind) (die|der|ihre|meine) mailbox\b|\b(mit|auf) (der|die|meine|meiner|ihre) "
+        r"mailbox (von|verbunden|gelandet)\b|\b(willkommen|herzlich willkommen) (auf|bei) (der|"
+        r"meiner) mailbox\b",
     ),
+    ("de_mailbox_word", 2.0, r"\b(die|der|ihre|meine|zur) mailbox\b"),
     (
         "de_party",
         3.0,
@@ -504,7 +510,23 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"\b(go ahead|what's up|is this about|is it urgent|can you call me|call me back in|i "
         r"can't really talk|i'm driving|right now can you)\b",
     ),
-    ("en_you_left", -2.0, r"\byou left (me )?a\b|\bi got your (text|message|voicemail|email)\b"),
+    # The callee talks about the caller's message or call ("I saw your voicemail"): a greeting
+    # is recorded before any call, so it never does.
+    (
+        "en_you_left",
+        -2.0,
+        r"\byou left (me )?a\b|\bi (just )?(got|saw|heard|listened to|checked|played) your (text|"
+        r"message|voicemail|email|call|missed call)\b",
+    ),
+    # A message left *with the speaker* for someone else: a live intermediary ("you can leave
+    # a message with me", "I'll pass it on"). A greeting asks for a message for its owner.
+    (
+        "en_with_me",
+        -2.0,
+        r"\b(message|it|word|your number|your name) with me\b|\bi'll (make sure|see that) (s?he|"
+        r"they|he|she) gets? (it|the message)\b|\bi('ll| will) pass (it|that|the message) "
+        r"(on|along)\b",
+    ),
     ("es_who", -2.0, r"\bquien (habla|es|llama|me llama)\b|\bde parte de quien\b"),
     (
         "es_can_i",
@@ -518,7 +540,18 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"\b(digame|dime|hay alguien|me puedes llamar|me puede llamar|que paso|le atiende|estoy "
         r"manejando)\b",
     ),
-    ("es_you_left", -2.0, r"\bme dejaste\b|\bme dejo un\b"),
+    (
+        "es_you_left",
+        -2.0,
+        r"\bme dejaste\b|\bme dejo un\b|\b(vi|escuche|oi|recibi) (su|tu) (mensaje|llamada|"
+        r"recado)\b",
+    ),
+    (
+        "es_with_me",
+        -2.0,
+        r"\b(recado|mensaje|razon) (conmigo|a mi)\b|\byo (le|se lo|se la) (paso|doy|digo|dejo)\b|"
+        r"\byo le (aviso|comento)\b",
+    ),
     (
         "fr_who",
         -2.0,
@@ -536,8 +569,37 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         -1.5,
         r"\b(il y a quelqu'un|j'ecoute|a l'appareil|je suis au volant|vous pouvez rappeler)\b",
     ),
-    ("fr_you_left", -2.0, r"\bvous m'avez laisse\b|\btu m'as laisse\b"),
-    ("de_who", -2.0, r"\bwer (ist|spricht) (da|dran)\b|\bmit wem spreche\b"),
+    (
+        "fr_you_left",
+        -2.0,
+        r"\bvous m'avez laisse\b|\btu m'as laisse\b|\bj'ai (bien )?(eu|vu|entendu|ecoute|recu) "
+        r"(votre|ton|ta|vos|tes) (message|messages|appel)\b",
+    ),
+    (
+        "fr_with_me",
+        -2.0,
+        r"\bje (lui|leur) (transmettrai|transmets|ferai (passer|la commission)|dirai|passerai le "
+        r"message)\b|\bun message pour (lui|elle)\b",
+    ),
+    (
+        "de_who",
+        -2.0,
+        r"\bwer (ist|spricht) (da|dran)\b|\bmit wem spreche\b|\b(worum|um was) geht (es|'s|s)\b|"
+        r"\bworum geht's\b",
+    ),
+    (
+        "de_you_left",
+        -2.0,
+        r"\bsie haben mir (eine |ne )?(nachricht|was|etwas) (aufgesprochen|hinterlassen)\b|"
+        r"\b(ihre|deine) (nachricht|sprachnachricht|anruf)\b.*"
+        r"\b(gesehen|gehort|abgehort|bekommen)\b",
+    ),
+    (
+        "de_with_me",
+        -2.0,
+        r"\b(mir|bei mir) (gern |gerne |auch )?(eine nachricht|etwas|was) fur (ihn|sie)\b|"
+        r"\bich (richte|sage|sag|gebe) (es |das )?(ihm|ihr) (aus|bescheid|weiter)\b",
+    ),
     (
         "de_can_i",
         -2.0,
@@ -560,7 +622,18 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         -1.5,
         r"\b(pois nao|tem alguem ai|pode (ligar|falar)|estou dirigindo|falando em que|sou eu)\b",
     ),
-    ("pt_you_left", -2.0, r"\b(voce|vc) deixou\b"),
+    (
+        "pt_you_left",
+        -2.0,
+        r"\b(voce|vc) deixou\b|\b(vi|ouvi|recebi) (sua|seu|o seu|a sua|tua|teu) (mensagem|recado|"
+        r"ligacao)\b",
+    ),
+    (
+        "pt_with_me",
+        -2.0,
+        r"\b(recado|mensagem) comigo\b|\beu (passo|dou) o recado\b|"
+        r"\beu (aviso|falo|digo) (pra|para|a) (ele|ela)\b",
+    ),
     ("it_who", -2.0, r"\bchi (parla|e)\b|\bdi cosa si tratta\b"),
     (
         "it_can_i",
@@ -568,7 +641,17 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"\bvuole lasciare\b|\bposso prendere\b|\bcome (posso|possiamo) aiutar\w*\b",
     ),
     ("it_live", -1.5, r"\b(c'e qualcuno|mi dica|puo richiamare|sto guidando)\b"),
-    ("it_you_left", -2.0, r"\bmi ha lasciato\b|\bmi hai lasciato\b"),
+    (
+        "it_you_left",
+        -2.0,
+        r"\bmi ha lasciato\b|\bmi hai lasciato\b|\bho (sentito|visto|ascoltato|ricevuto) (il suo|"
+        r"il tuo|la sua|la tua) (messaggio|chiamata)\b",
+    ),
+    (
+        "it_with_me",
+        -2.0,
+        r"\b(messaggio|detto) a me\b|\b(glielo|gliela) (dico|riferisco|passo)\b|\briferisco io\b",
+    ),
 )
 
 #: Cues only counted at the very start of the callee's speech (its first words): the
@@ -691,7 +774,8 @@ _CUE_GROUPS: dict[str, str] = {
         "en_reached": ("en_you_reached", "en_open_reached"),
         "en_carrier": ("en_person_calling", "en_open_carrier"),
         "en_voicemail": ("en_voicemail_word", "en_voicemail_of"),
-        "en_mailbox": ("en_mailbox_word", "en_mailbox_state"),
+        # "Mailbox" is the same word in English and German: counted once.
+        "en_mailbox": ("en_mailbox_word", "en_mailbox_state", "de_mailbox", "de_mailbox_word"),
         "es_reached": ("es_you_reached", "es_open_called", "es_answering_machine"),
         "es_carrier": ("es_person_calling", "es_open_carrier"),
         "es_not_available": ("es_not_available", "es_not_available_me"),
@@ -713,6 +797,12 @@ _CUE_GROUPS: dict[str, str] = {
     }.items()
     for name in names
 }
+
+
+#: The opening formulas a business's live staff use too ("You've reached Acme, this is...").
+_OPENING_FORMULA_GROUPS = frozenset(
+    {"en_reached", "es_reached", "fr_reached", "de_reached", "pt_reached", "it_reached"}
+)
 
 
 def _grouped_score(cues: Iterable[Cue]) -> float:
@@ -763,6 +853,11 @@ class TranscriptSettings:
     #: ...or this once the speaker has paused for ``ended_silence_ms`` (greeting finished).
     ended_machine_score: float = 2.0
     ended_silence_ms: float = 450.0
+    #: ...but when the machine phrases are a single medium cue ("leave a message", "you've
+    #: reached"), only after a pause this long: a person says one such phrase too, and a
+    #: breath inside a live sentence ("You've reached the front desk, this is Maria, / how
+    #: can I help?") is shorter than the end of a turn.
+    ended_single_cue_silence_ms: float = 1000.0
     #: A single strong phrase decides unless person cues reach this much.
     strong_cue_weight: float = 3.0
     strong_human_veto: float = 2.0
@@ -895,6 +990,11 @@ class TranscriptClassifier:
         return max(0.0, now_ms - self._speech[-1][1])
 
     # ------------------------------------------------------------------------- internals
+    @property
+    def last_speech_start_ms(self) -> float | None:
+        """Start of the latest run of speech (pauses merged only where speech overlaps)."""
+        return self._speech[-1][0] if self._speech else None
+
     def _add_speech(self, start_ms: float, end_ms: float) -> None:
         spans = self._speech
         for span in spans:
@@ -968,7 +1068,15 @@ class TranscriptClassifier:
         if strongest >= s.strong_cue_weight and h < s.strong_human_veto:
             conf = min(0.99, 0.9 + 0.02 * (m - strongest))
             return Verdict("machine", conf, f"strong phrase ({names})", "transcript", now_ms, end)
-        if net >= s.machine_score:
+        # A single machine phrase is uncorroborated. An opening formula alone ("you've
+        # reached...", "ha chiamato...") does not decide while the callee is still talking:
+        # live staff answer with it too ("You've reached the front desk, this is Maria, how
+        # can I help?"). It takes a second phrase, a monologue, or the end of the greeting
+        # (below, after a pause longer than a breath, as for any single medium phrase).
+        machine_groups = {_CUE_GROUPS.get(c.name, c.name) for c in self._cues if c.weight > 0}
+        corroborated = len(machine_groups) > 1 or bonus > 0
+        opening_only = not corroborated and machine_groups <= _OPENING_FORMULA_GROUPS
+        if net >= s.machine_score and not opening_only:
             # Capped below a strong phrase's confidence: the arbiter lets only strong phrases
             # overturn a person it already confirmed.
             conf = min(0.89, 0.8 + 0.05 * (net - s.machine_score))
@@ -980,7 +1088,8 @@ class TranscriptClassifier:
                 now_ms,
                 end,
             )
-        if silence >= s.ended_silence_ms and net >= s.ended_machine_score and m > 0:
+        ended_after = s.ended_silence_ms if corroborated else s.ended_single_cue_silence_ms
+        if silence >= ended_after and net >= s.ended_machine_score and m > 0:
             return Verdict(
                 "machine",
                 0.8,
@@ -1142,6 +1251,9 @@ class ArbiterSettings:
     #: ...except this soon after a person was confirmed on a short greeting with no person
     #: cue (before the opener could have been answered).
     late_weak_window_ms: float = 3000.0
+    #: ...or when the speech carrying the machine phrases started this soon after the person
+    #: was confirmed (the callee went on talking over the opener's first words).
+    late_weak_resume_ms: float = 1000.0
     #: Machine evidence later than this after pickup is only logged.
     late_window_ms: float = 30000.0
     #: leave_message: silence after the greeting that counts as its end.
@@ -1306,7 +1418,10 @@ class VoicemailArbiter:
             return c.verdict.label != verdict.label
         m = c.machine_score()
         if verdict.label == "machine":
-            return c.heard_speech and bool(c.text) and m < s.amd_machine_min_phrase_score
+            # Person cues ("who's calling?", "can I take a message?") count against the
+            # phrases: one weak phrase does not back AMD against a person.
+            net = m - c.human_score()
+            return c.heard_speech and bool(c.text) and net < s.amd_machine_min_phrase_score
         return m >= s.amd_human_max_phrase_score and m > c.human_score()
 
     def _offer(self, verdict: Verdict, now_ms: float) -> list[Action]:
@@ -1324,6 +1439,20 @@ class VoicemailArbiter:
             return self._commit_machine(verdict, now_ms, late=False)
         if self.state == "human" and verdict.label == "machine":
             return self._late_machine(verdict, now_ms)
+        if (
+            self.state == "human"
+            and verdict.label == "human"
+            and verdict.method == "transcript"
+            and self._human_method == "timeout"
+        ):
+            # The opener was allowed on silence; the callee has since spoken like a person
+            # ("Hello? Is anybody there?"): the person rests on that now, so late machine
+            # evidence is weighed as against any confirmed person (a late AMD vote no longer
+            # overrides on its own).
+            self._human_method = "transcript"
+            self._human_confidence = verdict.confidence
+            self._human_ms = now_ms
+            self._result_reason = verdict.reason
         return []
 
     def _commit_human(
@@ -1392,11 +1521,18 @@ class VoicemailArbiter:
             # A person confirmed on a short greeting alone ("Hi!" and a pause), then machine
             # phrases within ``late_weak_window_ms``, before any exchange could have happened:
             # the pause was inside a recorded greeting.
+            # The window is measured to the verdict, or to the start of the speech that carries
+            # the phrases: a callee who resumed while the opener was still starting did not
+            # answer it (a greeting's phrases can take a while to add up).
+            resumed = self.classifier.last_speech_start_ms
             weak_human = (
                 self._human_method == "transcript"
                 and not person_cues
                 and self._human_ms is not None
-                and now_ms - self._human_ms <= s.late_weak_window_ms
+                and (
+                    now_ms - self._human_ms <= s.late_weak_window_ms
+                    or (resumed is not None and resumed - self._human_ms <= s.late_weak_resume_ms)
+                )
             )
             overrides = (
                 self._human_method == "timeout"
