@@ -683,6 +683,11 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
+        # heldout5 is the blind split (written at the start of the round on keeping people
+        # safe, before any change; its totals seen once, after it): 79.2%, 13/76 people
+        # classed as machines (17.1%), 14/54 machines missed, 4.75 s. The people target
+        # (<= 1%) is far from met on blind data: asserted at the level reached.
+        ("heldout5", 0.79, 13 / 76, 4800),
         # heldout4 was the blind split until the round on keeping people safe, which looked
         # at its errors (6/66 people as machines before it, 0/66 after; 95.2%; the 6 missed
         # machines are 4 silent mailboxes and 2 greetings without a machine phrase). Its
@@ -705,9 +710,9 @@ def test_combined_detection_on_the_held_out_splits(
 
     Issue targets that are met are asserted as targets (no more than 1% of people classed as
     machines where that holds, the opener within 1 s of a short greeting). Those not met are
-    asserted at what is achieved, so that a regression still fails: accuracy (blind: 90.5%
-    against 98%), people classed as machines on the blind split (9.1% against 1%) and the
-    machine-verdict median (~3.3-3.8 s against 2.5 s). The benchmark reports every split.
+    asserted at what is achieved, so that a regression still fails: accuracy (blind: 79.2%
+    against 98%), people classed as machines on the blind split (17.1% against 1%) and the
+    machine-verdict median (~3.7-4.8 s against 2.5 s). The benchmark reports every split.
     """
     ve = _load_eval()
     cases = [c for c in ve.load_cases() if c["split"] == split]
