@@ -1147,3 +1147,20 @@ def test_a_person_who_answers_the_opener_later_is_not_overridden_by_the_resume_r
     arb, out = run(tl, 9000)
     assert arb.state == "human", arb.result()
     assert all(not late.overrides for late in actions_of(out, LateMachine))
+
+
+def test_late_ticks_are_needed_while_a_greeting_that_resumed_right_after_a_person_goes_on() -> None:
+    s = ArbiterSettings()
+    arb = VoicemailArbiter()
+    assert not arb.late_ticks_needed(0.0)  # listening: not a question of late ticks
+    tl = Timeline().say("Hi!", 400, 750).say("You've reached the Becker family", 1500, 6000)
+    tl.run(arb, 5000)
+    assert arb.state == "human"
+    human_ms = arb.result().human_confirmed_ms
+    assert human_ms is not None and 5000 > human_ms + s.late_weak_window_ms
+    assert arb.late_ticks_needed(5000.0)  # still talking, resumed 200 ms after the person
+    # A person who spoke again only after the opener: no ticks once the window is over.
+    other = VoicemailArbiter()
+    Timeline().say("Hi!", 400, 750).say("Yes, I can talk now", 3000, 4500).run(other, 6000)
+    assert other.state == "human"
+    assert not other.late_ticks_needed(6000.0)

@@ -82,7 +82,8 @@ CPU after the verdict
 ---------------------
 The timer task ticks the arbiter every ``tick_interval_ms`` while listening, while an opener
 waits, while greeting text waits to be flushed, for ``late_weak_window_ms`` after a person is
-confirmed (time-driven late evidence: a recorded "Hi!" whose pause fooled the transcript), and
+confirmed and while speech that resumed right after it goes on (time-driven late evidence: a
+recorded "Hi!" whose pause fooled the transcript; ``VoicemailArbiter.late_ticks_needed``), and
 for ``leave_message`` until the message is final; then it ends. After a person is confirmed the
 speech, transcript and beep events still reach the arbiter until ``late_window_ms`` after
 pickup (``late_beep_detection=False`` stops the beep detector at the verdict); after that only
@@ -573,8 +574,7 @@ class VoicemailProcessor(FrameProcessor):
         if self._flush_due_ms is not None:
             return True
         if state == "human":
-            human_ms = self._arbiter.result().human_confirmed_ms or 0.0
-            return self._elapsed() <= human_ms + self._arbiter.settings.late_weak_window_ms
+            return self._arbiter.late_ticks_needed(self._elapsed())
         return (
             state == "machine"
             and self.voicemail_action == "leave_message"

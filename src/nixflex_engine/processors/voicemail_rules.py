@@ -1254,6 +1254,8 @@ class ArbiterSettings:
     #: ...or when the speech carrying the machine phrases started this soon after the person
     #: was confirmed (the callee went on talking over the opener's first words).
     late_weak_resume_ms: float = 1000.0
+    #: Ticks continue this long past the silence that would end such a greeting.
+    late_tick_margin_ms: float = 500.0
     #: Machine evidence later than this after pickup is only logged.
     late_window_ms: float = 30000.0
     #: leave_message: silence after the greeting that counts as its end.
@@ -1376,6 +1378,27 @@ class VoicemailArbiter:
     @property
     def opener_allowed(self) -> bool:
         return self._opener_ms is not None
+
+    def late_ticks_needed(self, now_ms: float) -> bool:
+        """After a person is confirmed: can time alone (ticks) still bring a late verdict?
+
+        Within ``late_weak_window_ms`` of the person, and while the speech that resumed
+        within ``late_weak_resume_ms`` of them lasts or has just ended (a greeting's end is
+        found by silence).
+        """
+        s = self.settings
+        if self.state != "human" or self._human_ms is None or now_ms > s.late_window_ms:
+            return False
+        if now_ms <= self._human_ms + s.late_weak_window_ms:
+            return True
+        c = self.classifier
+        resumed = c.last_speech_start_ms
+        if resumed is None or resumed - self._human_ms > s.late_weak_resume_ms:
+            return False
+        end = c.last_speech_end_ms
+        if c.speaking or end is None:
+            return True
+        return now_ms - end <= s.transcript.ended_single_cue_silence_ms + s.late_tick_margin_ms
 
     def result(self) -> DetectionResult:
         return DetectionResult(
