@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from api.support import PG_URL, pg_database
+from api.support import PG_URL, _migrate, pg_database
 from nixflex_engine.calls.webhooks import WebhookWorker
-from nixflex_engine.store.db import Database, upgrade
+from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import webhook_attempts, webhook_deliveries
 from nixflex_engine.store.repositories import Repositories, utcnow
 from nixflex_engine.store.webhooks import FINAL_STATUSES, WebhookRepository
@@ -30,14 +30,6 @@ from webhooks.support import Receiver, party, placed_call, statuses, wait_for, w
 
 DAY = 86400.0
 RETENTION_S = 30 * DAY
-
-
-async def _migrate(url: str) -> None:
-    db = Database(url)
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture(
