@@ -26,7 +26,10 @@ How the set is built, and why it is not tuned to the detectors:
   round changed anything: its totals were seen once, then its errors were looked at in the
   round on keeping people safe on unseen wordings, so it is no longer blind),
   ``heldout5`` (``TEMPLATES_HELDOUT5``, 64 templates with new wordings written at the start of
-  that round, before any change: only its totals are looked at; it is the blind figure).
+  that round, before any change: its totals were seen once, then its errors were looked at in
+  the round on the arbiter's use of AMD, so it is no longer blind), ``heldout6``
+  (``TEMPLATES_HELDOUT6``, 57 templates with new wordings written at the start of that round,
+  before any change: only its totals are looked at; it is the blind figure).
 * Timing model: speech starts 0.2-1.4 s after pickup (people) or 0.3-1.6 s (machines and
   carrier prompts); speaking rate 2.6-4.0 words/s (machines read slower than people
   talk); "/" in a template is a short pause inside a greeting (150-550 ms, sometimes up to
@@ -613,6 +616,86 @@ TEMPLATES_HELDOUT5: list[T] = [
 ]
 # fmt: on
 
+# A sixth held-out set, written at the start of the round on the arbiter's use of AMD, before
+# any change to the detectors and before heldout5's errors were looked at: the blind split from
+# then on. Hard people in all six languages (long live answers, take a message, receptionists
+# and front desks, people who mention voicemail or messages, silent then hello, people who
+# answer with their name and company) and machines of every kind, incl. short ones without
+# cue words and beep-only.
+# fmt: off
+TEMPLATES_HELDOUT6: list[T] = [
+    # English, people
+    T("en", "human", "long", "Oh hey, yeah, sorry, I was just out back feeding the dogs and had to run for the phone, / who's this?", notes="long live answer"),
+    T("en", "human", "take_message", "He just popped out to the shop, / should I get him to ring you when he's back?", notes="hard: take a message"),
+    T("en", "human", "receptionist", "Good afternoon, {company} reception, {first} here, / who would you like to speak to?", notes="hard: receptionist"),
+    T("en", "human", "mentions_voicemail", "Yeah, hi, I got your message on my voicemail this morning, sorry I didn't get back to you, / what did you need?", notes="hard: 'voicemail' and 'message' said live"),
+    T("en", "human", "self_id", "{first} {last}, {company}, / how can I help you today?", notes="name and company"),
+    T("en", "human", "silent_then_hello", "// Hello-o? / You there?"),
+    T("en", "human", "take_message", "Mum's in the garden, / I can grab a pen and write down a message if you want.", notes="hard: 'message' said live"),
+    # English, machines
+    T("en", "machine", "personal", "Hey, this is {first}. / Can't pick up right now. / Say your piece and I'll get back to you.", "maybe"),
+    T("en", "machine", "business", "Thanks for calling {company}. / Our office is currently closed. / Our regular hours are nine to five, Monday through Friday.", "never", "closed office, no mailbox cue"),
+    T("en", "machine", "carrier", "The wireless customer you are calling is not available at this time. / Please try your call again later.", "never"),
+    T("en", "machine", "personal_short", "{first}. / Leave it at the tone.", "always", "short"),
+    T("en", "machine", "personal_nocue", "Yo, {first}. / Talk.", "always", "short, no phrase cue"),
+    T("en", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # Spanish, people
+    T("es", "human", "long", "Bueno, sí, dígame, perdone la tardanza que estaba bañando al niño y no encontraba el teléfono, / ¿quién habla?", notes="long live answer"),
+    T("es", "human", "take_message", "Mi hermana está en el médico, / si quiere le apunto su teléfono y ella le llama.", notes="hard: take a message"),
+    T("es", "human", "receptionist", "Clínica {company}, buenos días, le atiende {first}, / ¿con quién desea hablar?", notes="hard: receptionist"),
+    T("es", "human", "mentions_voicemail", "Sí, hola, escuché el mensaje que me dejó en el contestador, / ¿qué pasó?", notes="hard: 'mensaje' and 'contestador' said live"),
+    T("es", "human", "silent_then_hello", "// ¿Bueno? / ¿Hay alguien?"),
+    # Spanish, machines
+    T("es", "machine", "personal", "Qué tal, habla {first}. / No puedo contestar ahorita. / Mándame un mensaje y te marco después.", "maybe"),
+    T("es", "machine", "carrier", "El teléfono móvil al que llama está apagado o fuera del área de cobertura.", "never"),
+    T("es", "machine", "personal_nocue", "Soy {first}. / Ya sabes.", "always", "short, no phrase cue"),
+    T("es", "machine", "business", "Gracias por llamar a {company}. / Nuestro horario de atención es de lunes a viernes de nueve a seis.", "never", "no mailbox cue"),
+    # French, people
+    T("fr", "human", "long", "Oui bonjour, pardon, j'étais en train de conduire, je me suis garée sur le côté pour vous répondre, / qu'est-ce que je peux faire pour vous ?", notes="long live answer"),
+    T("fr", "human", "take_message", "Mon père fait la sieste, / vous voulez que je lui fasse passer un mot ?", notes="hard: take a message"),
+    T("fr", "human", "receptionist", "Cabinet {company}, {first} à l'appareil, / qui dois-je annoncer ?", notes="hard: receptionist"),
+    T("fr", "human", "mentions_voicemail", "Allô, oui, j'ai eu votre message sur mon répondeur, / c'est à quel sujet ?", notes="hard: 'répondeur' said live"),
+    T("fr", "human", "silent_then_hello", "// Oui ? / Allô, qui est là ?"),
+    # French, machines
+    T("fr", "machine", "personal", "Coucou, c'est {first}. / Je ne peux pas décrocher. / Laisse-moi un petit mot, je te rappelle.", "maybe"),
+    T("fr", "machine", "carrier", "Votre correspondant n'est pas joignable pour le moment. / Merci de renouveler votre appel.", "never"),
+    T("fr", "machine", "personal_nocue", "{first}. / À plus !", "always", "short, no phrase cue"),
+    T("fr", "machine", "business", "Bienvenue chez {company}. / Pour le service commercial, tapez un. / Pour la comptabilité, tapez deux.", "never", "phone menu"),
+    # German, people
+    T("de", "human", "long", "Ja hallo, {first} am Apparat, Moment bitte, ich muss kurz die Tür zumachen, hier ist es so laut, / so, jetzt, wer ist da?", notes="long live answer"),
+    T("de", "human", "take_message", "Mein Mann ist noch auf der Arbeit, / soll ich ihm was ausrichten?", notes="hard: take a message"),
+    T("de", "human", "receptionist", "Praxis Doktor {last}, Sie sprechen mit {first}, / was kann ich für Sie tun?", notes="hard: receptionist"),
+    T("de", "human", "self_id", "{company}, {last}, / guten Tag.", notes="name and company"),
+    T("de", "human", "silent_then_hello", "// Hallo? / Ist da wer?"),
+    # German, machines
+    T("de", "machine", "personal", "Servus, hier ist {first}. / Ich bin grad nicht erreichbar. / Sprich mir einfach drauf, ich meld mich.", "maybe"),
+    T("de", "machine", "carrier", "Der gewünschte Gesprächspartner ist zurzeit nicht erreichbar. / Bitte rufen Sie später noch einmal an.", "never"),
+    T("de", "machine", "personal_nocue", "{first}. / Bis dann.", "always", "short, no phrase cue"),
+    T("de", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # Portuguese, people
+    T("pt", "human", "long", "Alô, oi, é o {first}, desculpa a demora, tava lavando a louça e o celular tava lá na sala, / quem fala?", notes="long live answer"),
+    T("pt", "human", "take_message", "Ele foi no mercado, / quer deixar um recado comigo?", notes="hard: 'recado' said live"),
+    T("pt", "human", "receptionist", "{company}, bom dia, {first} falando, / com quem gostaria de falar?", notes="hard: receptionist"),
+    T("pt", "human", "mentions_voicemail", "Oi, eu ouvi sua mensagem de voz agora, / pode falar?", notes="hard: 'mensagem de voz' said live"),
+    T("pt", "human", "silent_then_hello", "// Alô? / Tem alguém aí?"),
+    # Portuguese, machines
+    T("pt", "machine", "personal", "Olá, aqui é a {first}. / Não posso atender no momento. / Grave sua mensagem que eu retorno.", "maybe"),
+    T("pt", "machine", "carrier", "Este telefone está desligado ou fora da área de cobertura.", "never"),
+    T("pt", "machine", "personal_nocue", "{first}. / Fala aí.", "always", "short, no phrase cue"),
+    # Italian, people
+    T("it", "human", "long", "Pronto, sì, mi scusi, ero giù in cantina e ho sentito squillare solo adesso, ho fatto le scale di corsa, / chi parla?", notes="long live answer"),
+    T("it", "human", "take_message", "Mia sorella è uscita col cane, / vuole che le dica qualcosa?", notes="hard: take a message"),
+    T("it", "human", "receptionist", "Studio {company}, buongiorno, sono {first}, / con chi vuole parlare?", notes="hard: receptionist"),
+    T("it", "human", "mentions_voicemail", "Pronto, ho sentito il suo messaggio in segreteria, / mi diceva?", notes="hard: 'segreteria' said live"),
+    T("it", "human", "silent_then_hello", "// Pronto? / C'è qualcuno?"),
+    # Italian, machines
+    T("it", "machine", "personal", "Ehi, sono {first}. / Adesso non posso rispondere. / Lasciami due parole e ti richiamo.", "maybe"),
+    T("it", "machine", "carrier", "Il cliente da lei chiamato non è al momento raggiungibile.", "never"),
+    T("it", "machine", "personal_nocue", "{first}. / A presto.", "always", "short, no phrase cue"),
+    T("it", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+]
+# fmt: on
+
 BEEP_FREQS_HZ = [1000, 1000, 1000, 1000, 850, 950, 1400, 440, 1200, 600, 1800]
 
 
@@ -795,6 +878,13 @@ def main() -> None:
             case = make_case(t, variant, offset + i, rng)
             case["split"] = "heldout5"
             cases.append(case)
+    # The sixth held-out set continues the stream again: every case above stays identical.
+    offset += len(TEMPLATES_HELDOUT5)
+    for i, t in enumerate(TEMPLATES_HELDOUT6):
+        for variant in (1, 2):
+            case = make_case(t, variant, offset + i, rng)
+            case["split"] = "heldout6"
+            cases.append(case)
     with OUT.open("w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")
@@ -804,10 +894,11 @@ def main() -> None:
     n_ho3 = sum(c["split"] == "heldout3" for c in cases)
     n_ho4 = sum(c["split"] == "heldout4" for c in cases)
     n_ho5 = sum(c["split"] == "heldout5" for c in cases)
+    n_ho6 = sum(c["split"] == "heldout6" for c in cases)
     print(
         f"{len(cases)} cases ({n_h} human, {len(cases) - n_h} machine), "
         f"{n_ho} held out, {n_ho2} in the second held-out set, {n_ho3} in the third, "
-        f"{n_ho4} in the fourth, {n_ho5} in the fifth -> {OUT}"
+        f"{n_ho4} in the fourth, {n_ho5} in the fifth, {n_ho6} in the sixth -> {OUT}"
     )
 
 
