@@ -635,7 +635,7 @@ TEMPLATES_HELDOUT6: list[T] = [
     # English, machines
     T("en", "machine", "personal", "Hey, this is {first}. / Can't pick up right now. / Say your piece and I'll get back to you.", "maybe"),
     T("en", "machine", "business", "Thanks for calling {company}. / Our office is currently closed. / Our regular hours are nine to five, Monday through Friday.", "never", "closed office, no mailbox cue"),
-    T("en", "machine", "carrier", "The wireless customer you are calling is not available at this time. / Please try your call again later.", "never"),
+    T("en", "machine", "carrier", "Sorry, the mobile subscriber you have called cannot be reached right now. / Please hang up and try later.", "never"),
     T("en", "machine", "personal_short", "{first}. / Leave it at the tone.", "always", "short"),
     T("en", "machine", "personal_nocue", "Yo, {first}. / Talk.", "always", "short, no phrase cue"),
     T("en", "machine", "beep_only", "", "always", "no greeting, beep only"),
@@ -649,12 +649,12 @@ TEMPLATES_HELDOUT6: list[T] = [
     T("es", "machine", "personal", "Qué tal, habla {first}. / No puedo contestar ahorita. / Mándame un mensaje y te marco después.", "maybe"),
     T("es", "machine", "carrier", "El teléfono móvil al que llama está apagado o fuera del área de cobertura.", "never"),
     T("es", "machine", "personal_nocue", "Soy {first}. / Ya sabes.", "always", "short, no phrase cue"),
-    T("es", "machine", "business", "Gracias por llamar a {company}. / Nuestro horario de atención es de lunes a viernes de nueve a seis.", "never", "no mailbox cue"),
+    T("es", "machine", "business", "Ha llamado fuera de nuestro horario. / {company} atiende de lunes a viernes de nueve a seis.", "never", "no mailbox cue"),
     # French, people
     T("fr", "human", "long", "Oui bonjour, pardon, j'étais en train de conduire, je me suis garée sur le côté pour vous répondre, / qu'est-ce que je peux faire pour vous ?", notes="long live answer"),
     T("fr", "human", "take_message", "Mon père fait la sieste, / vous voulez que je lui fasse passer un mot ?", notes="hard: take a message"),
     T("fr", "human", "receptionist", "Cabinet {company}, {first} à l'appareil, / qui dois-je annoncer ?", notes="hard: receptionist"),
-    T("fr", "human", "mentions_voicemail", "Allô, oui, j'ai eu votre message sur mon répondeur, / c'est à quel sujet ?", notes="hard: 'répondeur' said live"),
+    T("fr", "human", "mentions_voicemail", "Oui bonsoir, je viens d'écouter ma messagerie et j'ai vu que vous aviez laissé un mot, / je vous écoute.", notes="hard: 'répondeur' said live"),
     T("fr", "human", "silent_then_hello", "// Oui ? / Allô, qui est là ?"),
     # French, machines
     T("fr", "machine", "personal", "Coucou, c'est {first}. / Je ne peux pas décrocher. / Laisse-moi un petit mot, je te rappelle.", "maybe"),
@@ -669,7 +669,7 @@ TEMPLATES_HELDOUT6: list[T] = [
     T("de", "human", "silent_then_hello", "// Hallo? / Ist da wer?"),
     # German, machines
     T("de", "machine", "personal", "Servus, hier ist {first}. / Ich bin grad nicht erreichbar. / Sprich mir einfach drauf, ich meld mich.", "maybe"),
-    T("de", "machine", "carrier", "Der gewünschte Gesprächspartner ist zurzeit nicht erreichbar. / Bitte rufen Sie später noch einmal an.", "never"),
+    T("de", "machine", "carrier", "Die von Ihnen gewählte Mobilfunknummer ist derzeit nicht erreichbar. / Auf Wiederhören.", "never"),
     T("de", "machine", "personal_nocue", "{first}. / Bis dann.", "always", "short, no phrase cue"),
     T("de", "machine", "beep_only", "", "always", "no greeting, beep only"),
     # Portuguese, people
@@ -680,17 +680,17 @@ TEMPLATES_HELDOUT6: list[T] = [
     T("pt", "human", "silent_then_hello", "// Alô? / Tem alguém aí?"),
     # Portuguese, machines
     T("pt", "machine", "personal", "Olá, aqui é a {first}. / Não posso atender no momento. / Grave sua mensagem que eu retorno.", "maybe"),
-    T("pt", "machine", "carrier", "Este telefone está desligado ou fora da área de cobertura.", "never"),
-    T("pt", "machine", "personal_nocue", "{first}. / Fala aí.", "always", "short, no phrase cue"),
+    T("pt", "machine", "carrier", "O número para o qual ligou encontra-se indisponível neste momento.", "never"),
+    T("pt", "machine", "personal_nocue", "É o {first}. / Depois a gente se fala.", "always", "short, no phrase cue"),
     # Italian, people
     T("it", "human", "long", "Pronto, sì, mi scusi, ero giù in cantina e ho sentito squillare solo adesso, ho fatto le scale di corsa, / chi parla?", notes="long live answer"),
     T("it", "human", "take_message", "Mia sorella è uscita col cane, / vuole che le dica qualcosa?", notes="hard: take a message"),
     T("it", "human", "receptionist", "Studio {company}, buongiorno, sono {first}, / con chi vuole parlare?", notes="hard: receptionist"),
-    T("it", "human", "mentions_voicemail", "Pronto, ho sentito il suo messaggio in segreteria, / mi diceva?", notes="hard: 'segreteria' said live"),
+    T("it", "human", "mentions_voicemail", "Sì, buonasera, ho appena ascoltato la segreteria e c'era una sua chiamata, / cosa posso fare per lei?", notes="hard: 'segreteria' said live"),
     T("it", "human", "silent_then_hello", "// Pronto? / C'è qualcuno?"),
     # Italian, machines
     T("it", "machine", "personal", "Ehi, sono {first}. / Adesso non posso rispondere. / Lasciami due parole e ti richiamo.", "maybe"),
-    T("it", "machine", "carrier", "Il cliente da lei chiamato non è al momento raggiungibile.", "never"),
+    T("it", "machine", "carrier", "L'utente chiamato al momento non è disponibile. / La preghiamo di richiamare più tardi.", "never"),
     T("it", "machine", "personal_nocue", "{first}. / A presto.", "always", "short, no phrase cue"),
     T("it", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
 ]
