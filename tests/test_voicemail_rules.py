@@ -526,6 +526,93 @@ def test_amd_machine_is_taken_after_the_hold_if_the_transcript_stays_undecided()
     assert det.at_ms == pytest.approx(5000 + ArbiterSettings().amd_hold_ms, abs=20)
 
 
+# Twilio's AMD calls any long live answer a machine (machine_end_silence once the callee stops):
+# a person who answers with their company and a question, or who mentions their voicemail and
+# asks back, must stay a person whatever AMD says, in every language, whether AMD comes while
+# the arbiter listens or after the person was confirmed.
+_PEOPLE_AMD_SAYS_MACHINE = [
+    ("You've reached the front desk at Acme Dental, this is Sam,", "how can I help?"),
+    ("you've reached the front desk at acme dental this is sam", "how can help"),  # STT drop
+    ("Ha llamado a Ferretería López, le atiende Marta,", "¿en qué puedo ayudarle?"),
+    ("Vous êtes bien à l'accueil du Garage Martin, je suis Paul,", "en quoi puis-je vous aider ?"),
+    (
+        "Sie sind verbunden mit der Zentrale von Kanzlei Roth, mein Name ist Eva,",
+        "was kann ich für Sie tun?",
+    ),
+    ("Você ligou para a Padaria Central, aqui é Ana,", "posso ajudar?"),
+    ("Ha chiamato Studio Bianchi, risponde Paolo,", "in cosa posso aiutarla?"),
+    ("Oi, eu vi que caiu na caixa postal quando você ligou,", "era você?"),
+    ("hola vi que me dejó un mensaje en el buzón de voz", "de qué se trata"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), _PEOPLE_AMD_SAYS_MACHINE)
+@pytest.mark.parametrize("amd_after_ms", [900, 1300, 2500, 4000])
+def test_people_stay_people_when_amd_says_machine(
+    first: str, second: str, amd_after_ms: float
+) -> None:
+    # A first sentence of ~3.5 s, a short breath, a question, then the callee waits.
+    tl = Timeline().say(first, 700, 4300).say(second, 4700, 5700)
+    tl.amd("machine_end_silence", 5700 + amd_after_ms)
+    arb, out = run(tl, 12000)
+    assert not actions_of(out, VoicemailDetected), arb.result()
+    assert arb.state != "machine"
+
+
+def test_a_dropped_amd_machine_vote_is_recorded_as_a_disagreement() -> None:
+    # One medium phrase ("caixa postal") and a question: AMD's machine_end_silence decides
+    # nothing; it is kept in the record.
+    tl = Timeline().say("Oi, eu vi que caiu na caixa postal quando você ligou,", 700, 4300)
+    tl.say("era você?", 4700, 5700).amd("machine_end_silence", 7000)
+    arb, out = run(tl, 12000)
+    assert not actions_of(out, VoicemailDetected)
+    r = arb.result()
+    assert r.amd_result == "machine_end_silence" and r.voicemail_detected is not True
+    assert any("amd:machine_end_silence" in d for d in r.disagreements)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "beep"),
+    [
+        # An opening formula and a name, then the tone: AMD machine_end_beep and a beep.
+        ([("Hi, you've reached Dana", 600, 1900)], True),
+        # A long greeting with strong phrases, no tone.
+        (
+            [
+                ("Hello, you have reached the voicemail of Dana Reyes.", 600, 3600),
+                ("Please leave a message after the tone.", 3900, 6000),
+            ],
+            False,
+        ),
+        # Several sentences, a single medium phrase, no question, no tone: AMD corroborates.
+        (
+            [
+                ("Hallo, Sie sind bei Thomas Wagner.", 500, 2400),
+                ("Ich bin gerade nicht zu Hause.", 2900, 4700),
+                ("Bitte sprechen Sie eine Nachricht auf.", 5400, 7400),
+            ],
+            False,
+        ),
+        # An opening formula and a company, no question, no tone: AMD corroborates.
+        ([("Ha chiamato la Ferramenta Rossi.", 500, 2400)], False),
+    ],
+)
+def test_machines_stay_machines_with_amd(
+    pieces: list[tuple[str, float, float]], beep: bool
+) -> None:
+    tl = Timeline()
+    for text, start, end in pieces:
+        tl.say(text, start, end)
+    last = pieces[-1][2]
+    if beep:
+        tl.beep(last + 400, 400).amd("machine_end_beep", last + 1000)
+    else:
+        tl.amd("machine_end_silence", last + 1500)
+    arb, out = run(tl, last + 6000)
+    assert actions_of(out, VoicemailDetected), arb.result()
+    assert arb.state == "machine"
+
+
 def test_late_amd_machine_after_a_confirmed_person_is_reported_not_obeyed() -> None:
     tl = Timeline().say("Hello?", 400, 900).amd("machine_end_silence", 3000)
     arb, out = run(tl, 5000)
@@ -667,6 +754,7 @@ def test_eval_set_is_labelled_and_varied() -> None:
         "heldout3",
         "heldout4",
         "heldout5",
+        "heldout6",
     }
     assert len({c["id"] for c in cases}) == len(cases)
     amd = [e for c in cases for e in c["events"] if e["type"] == "amd"]
@@ -1083,11 +1171,23 @@ def test_a_live_opening_like_a_menu_with_a_breath_before_the_offer_is_a_person()
 def test_a_single_medium_phrase_still_ends_a_greeting_after_a_real_pause() -> None:
     # Some greetings are one medium phrase and then silence: still a machine, a little later.
     s = TranscriptClassifier().settings
-    text = "Hey, you've reached Mike"
+    text = "Mike here, leave a message"
     vs = verdicts(text, 500, 1800, 5000)
     first = first_decided(vs)
     assert first is not None and first.label == "machine"
     assert first.at_ms >= 1800 + s.ended_single_cue_silence_ms
+    # An opening formula alone ("you've reached...") no longer ends a greeting on the
+    # transcript alone (live staff open with it and stop for the caller: "You've reached
+    # the front desk, this is Sam, / how can I help?"): it takes corroboration, and the
+    # arbiter gets it from AMD or a beep.
+    opening = "Hey, you've reached Mike"
+    assert first_decided(verdicts(opening, 500, 1800, 5000)) is None
+    for tl in (
+        Timeline().say(opening, 500, 1800).amd("machine_end_silence", 3300),
+        Timeline().say(opening, 500, 1800).beep(2300, 400),
+    ):
+        arb, _ = run(tl, 5000)
+        assert arb.state == "machine"
     # Two machine phrases end it at the first short pause, as before.
     text2 = "Hey, you've reached Mike, leave a message"
     first2 = first_decided(verdicts(text2, 500, 2600, 5000))

@@ -494,8 +494,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "en_can_i",
         -2.0,
-        r"\b(can|may|could) i (take|help|ask|tell)\b|\bhow (can|may) i help\b|"
-        r"\bwhat can i do for you\b",
+        r"\b(can|may|could) i (take|help|ask|tell)\b|\bhow (can|may|could) (i |we )?help\b|"
+        r"\bwhat can (i|we) do for you\b",
     ),
     (
         "en_want_to_leave",
@@ -531,7 +531,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "es_can_i",
         -2.0,
-        r"\b(en que|como) (le|te|les) (puedo|podemos) ayudar\w*\b|\b(le|te) puedo tomar\b|"
+        r"\b(en que|como) (le |te |les )?(puedo|podemos) (ayudar|servir)\w*\b|"
+        r"\b(le|te) puedo tomar\b|"
         r"\b(quiere|quieres|desea) dejar(le)?\b",
     ),
     (
@@ -562,7 +563,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "fr_can_i",
         -2.0,
         r"\bque puis je\b|\bje peux prendre\b|\bvous voulez laisser\b|\bvoulez vous laisser\b|"
-        r"\bqu'est ce que je peux\b",
+        r"\bqu'est ce que je peux\b|\b(en quoi|comment) (puis je|je peux|pouvons nous) vous "
+        r"(aider|etre utile)\b",
     ),
     (
         "fr_live",
@@ -615,7 +617,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "pt_can_i",
         -2.0,
-        r"\bquer deixar\b|\bposso anotar\b|\bem que (posso|podemos) ajudar\b|\bdeseja deixar\b",
+        r"\bquer deixar\b|\bposso anotar\b|\b(em que |como )?(posso|podemos) (ajudar|servir)\b|"
+        r"\bdeseja deixar\b",
     ),
     (
         "pt_live",
@@ -638,7 +641,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "it_can_i",
         -2.0,
-        r"\bvuole lasciare\b|\bposso prendere\b|\bcome (posso|possiamo) aiutar\w*\b",
+        r"\bvuole lasciare\b|\bposso prendere\b|"
+        r"\b(come|in cosa|in che cosa) (posso|possiamo) (aiutar\w*|esser\w* utile)\b",
     ),
     ("it_live", -1.5, r"\b(c'e qualcuno|mi dica|puo richiamare|sto guidando)\b"),
     (
@@ -1026,6 +1030,15 @@ class TranscriptClassifier:
             norm_words = [w.strip("?") for w in normalize_text(text).split()]
             self._greeting_words = sum(w in _SHORT_GREETING_WORDS for w in norm_words)
 
+    def speech_total_ms(self, now_ms: float) -> float:
+        """Speech heard since pickup (ms), counting speech still going on."""
+        return self._runs(now_ms)[0]
+
+    @property
+    def ends_on_question(self) -> bool:
+        """The callee's last words were a question ("?" in the transcript)."""
+        return self._text_cache.rstrip().endswith("?")
+
     def _runs(self, now_ms: float) -> tuple[float, float]:
         """(total speech ms, longest unbroken run ms), counting speech still going on.
 
@@ -1088,8 +1101,11 @@ class TranscriptClassifier:
                 now_ms,
                 end,
             )
+        # An opening formula alone does not decide even once the callee stops: a receptionist
+        # who opens with it stops to hear the caller ("...this is Sam, / how can I help?"). It
+        # takes corroboration: a second phrase, a monologue, a beep, or an AMD "machine".
         ended_after = s.ended_silence_ms if corroborated else s.ended_single_cue_silence_ms
-        if silence >= ended_after and net >= s.ended_machine_score and m > 0:
+        if silence >= ended_after and net >= s.ended_machine_score and m > 0 and not opening_only:
             return Verdict(
                 "machine",
                 0.8,
@@ -1238,6 +1254,16 @@ class ArbiterSettings:
     #: Twilio calls long live answers machines: an AMD "machine" is only taken at once when
     #: nothing was transcribed yet or the transcript has machine phrases worth this much.
     amd_machine_min_phrase_score: float = 1.0
+    #: An AMD "machine" other than ``machine_end_beep`` after speech was heard is weak
+    #: evidence: Twilio sends ``machine_end_silence`` for any long live answer. It is backed
+    #: only by machine phrases worth this much, net of person cues, and no person cue at all;
+    #: otherwise it never decides (it is logged as a disagreement).
+    amd_weak_min_net_phrase_score: float = 2.0
+    #: ...or by a single phrase worth this much in a greeting that went on for this long and
+    #: did not end on a question (a recorded greeting reads several sentences; a person who
+    #: mentions their voicemail asks what the call is about).
+    amd_weak_long_phrase_score: float = 1.5
+    amd_weak_long_speech_ms: float = 5000.0
     #: An AMD "human" waits when the transcript has machine phrases worth this much.
     amd_human_max_phrase_score: float = 1.5
     #: A late AMD "machine" overrides a person only when nothing had been heard (the opener
@@ -1422,7 +1448,13 @@ class VoicemailArbiter:
                 self._pending_amd = None  # the transcript settles the disagreement
             elif now_ms >= pending.until_ms:
                 self._pending_amd = None
-                actions.extend(self._offer(pending.verdict, now_ms))
+                if self._amd_machine_refuted(pending.verdict, now_ms):
+                    self._disagreements.append(
+                        f"{now_ms:.0f}ms amd:{self._amd_result} dropped: the callee spoke like "
+                        f"a person ({self.classifier.verdict.reason})"
+                    )
+                else:
+                    actions.extend(self._offer(pending.verdict, now_ms))
         actions.extend(self._offer(verdict, now_ms))
         actions.extend(self._housekeeping(now_ms))
         return actions
@@ -1444,8 +1476,47 @@ class VoicemailArbiter:
             # Person cues ("who's calling?", "can I take a message?") count against the
             # phrases: one weak phrase does not back AMD against a person.
             net = m - c.human_score()
-            return c.heard_speech and bool(c.text) and net < s.amd_machine_min_phrase_score
+            if not (c.heard_speech and bool(c.text)):
+                return False
+            return net < s.amd_machine_min_phrase_score or self._amd_machine_refuted(
+                verdict, verdict.at_ms
+            )
         return m >= s.amd_human_max_phrase_score and m > c.human_score()
+
+    def _amd_machine_refuted(self, verdict: Verdict, now_ms: float) -> bool:
+        """Must this AMD "machine" vote never decide, given what the callee said?
+
+        Twilio calls any long live answer a machine (``machine_end_silence`` once the callee
+        stops): after speech was heard, such a vote decides nothing against a callee with a
+        person cue ("how can I help?", "who is this?"), and it needs machine phrases worth
+        ``amd_weak_min_net_phrase_score`` (a single weak or medium phrase, such as a person
+        mentioning their voicemail, is not enough), and none when the callee's last words were
+        a question (they stopped for the answer). A callee still talking when the vote is
+        weighed has not stopped for an answer: the vote stands. ``machine_end_beep`` is
+        Twilio's surest answer (a tone was heard): only person cues refute it.
+        """
+        c = self.classifier
+        if verdict.label != "machine" or not (c.heard_speech and c.text):
+            return False
+        h = c.human_score()
+        if h > 0:
+            return True
+        if verdict.reason == "amd:machine_end_beep":
+            return False
+        if c.ends_on_question:
+            return True  # the callee asked something and stopped for the answer
+        if c.speaking:
+            return False  # still talking on: not a callee who stopped to hear us
+        s = self.settings
+        m = c.machine_score()
+        if m >= s.amd_weak_min_net_phrase_score:
+            return False
+        long_greeting = (
+            m >= s.amd_weak_long_phrase_score
+            and c.speech_total_ms(now_ms) >= s.amd_weak_long_speech_ms
+            and not c.ends_on_question
+        )
+        return not long_greeting
 
     def _offer(self, verdict: Verdict, now_ms: float) -> list[Action]:
         s = self.settings
@@ -1531,9 +1602,11 @@ class VoicemailArbiter:
         if now_ms > s.late_window_ms:
             overrides = False
         elif verdict.method == "amd":
+            # A late AMD "machine" overrides a person confirmed on silence alone, or backed by
+            # machine phrases; never against person cues (see _amd_machine_refuted).
             m = self.classifier.machine_score()
             overrides = self._human_method == "timeout" or (
-                m >= s.late_amd_min_phrase_score and m > self.classifier.human_score()
+                m >= s.late_amd_min_phrase_score and not self._amd_machine_refuted(verdict, now_ms)
             )
         elif verdict.method == "transcript":
             # After the opener the person answers the agent; "I'm not available right now,
