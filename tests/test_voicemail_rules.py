@@ -771,11 +771,11 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
-        # heldout5 is the blind split (written at the start of the round on keeping people
-        # safe, before any change; its totals seen once, after it): 79.2%, 13/76 people
-        # classed as machines (17.1%), 14/54 machines missed, 4.75 s. The people target
-        # (<= 1%) is far from met on blind data: asserted at the level reached.
-        ("heldout5", 0.79, 13 / 76, 4800),
+        # heldout5 was the blind split until the round on the arbiter's use of AMD, which
+        # looked at its errors (79.2%, 13/76 people as machines before it; 96.2%, 0/76 after,
+        # 5/54 machines missed: 4 silent mailboxes, 1 "mailbox full" prompt). Its median from
+        # 4.75 s to 4.86 s (phone menus now decide from the transcript, later than AMD alone).
+        ("heldout5", 0.96, 0.01, 4900),
         # heldout4 was the blind split until the round on keeping people safe, which looked
         # at its errors (6/66 people as machines before it, 0/66 after; 95.2%; the 6 missed
         # machines are 4 silent mailboxes and 2 greetings without a machine phrase). Its
@@ -1264,3 +1264,33 @@ def test_late_ticks_are_needed_while_a_greeting_that_resumed_right_after_a_perso
     Timeline().say("Hi!", 400, 750).say("Yes, I can talk now", 3000, 4500).run(other, 6000)
     assert other.state == "human"
     assert not other.late_ticks_needed(6000.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Para facturación, marque dos.",
+        "Pour le service client, tapez un.",
+        "Für den Kundendienst drücken Sie die Eins.",
+        "Para suporte, digite um.",
+        "Per le prenotazioni, prema tre.",
+        "Kein Anschluss unter dieser Nummer.",
+        "Sorry, the voice mailbox has reached its limit.",
+    ],
+)
+def test_phone_menus_and_carrier_prompts_decide_in_every_language(text: str) -> None:
+    first = first_decided(verdicts(text, 500, 2500, 6000))
+    assert first is not None and first.label == "machine"
+
+
+def test_a_queue_prompt_alone_needs_corroboration_a_receptionist_may_say_it() -> None:
+    # "All our lines are busy" is medium: a live receptionist says it before "can you hold?".
+    tl = Timeline().say("Hi, all our lines are busy right now,", 500, 2600)
+    tl.say("can you hold?", 2900, 3600).amd("machine_end_silence", 5000)
+    _, out = run(tl, 9000)
+    assert not actions_of(out, VoicemailDetected)
+    # A queue prompt with a second phrase is a machine.
+    tl2 = Timeline().say("Tutti i nostri operatori sono occupati.", 500, 3000)
+    tl2.say("La preghiamo di richiamare più tardi.", 3400, 5600)
+    first = first_decided([v for _, v in tl2.run(TranscriptClassifier(), 9000)])
+    assert first is not None and first.label == "machine"

@@ -231,6 +231,40 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         r"\b(finished|done) recording\b|\bhang up or press\b|\bpress (one|two|pound|star|1|2)\b",
     ),
     ("en_forwarded", 3.0, r"\bforwarded to an? (automated|voice)\b"),
+    # Phone menus and queue prompts, in the five other languages as "press one" in English:
+    # a digit to press is said by a recording, not by a person answering a call. "All our
+    # agents are busy" is medium (a receptionist may say it before "can you hold?"): it
+    # needs a second phrase or AMD.
+    (
+        "xx_phone_menu",
+        3.0,
+        r"\b(marque|pulse|oprima|presione) (el )?(uno|dos|tres|cero|[0-9])\b|"
+        r"\b(tapez|appuyez sur|composez) (le )?(un|deux|trois|zero|etoile|[0-9])\b|"
+        r"\b(drucken|wahlen) sie (die )?(eins|zwei|drei|null|[0-9])\b|"
+        r"\b(digite|tecle|pressione) (o )?(um|dois|tres|zero|[0-9])\b|"
+        r"\b(prema|premere|digiti|digitare) (il )?(uno|due|tre|zero|[0-9])\b",
+    ),
+    (
+        "xx_queue",
+        1.5,
+        r"\ball (of )?our (agents|representatives|advisors|operators|lines) are "
+        r"(currently )?(busy|occupied)\b|"
+        r"\btodos nuestros (agentes|asesores|operadores|ejecutivos) (estan|se encuentran) "
+        r"ocupados\b|"
+        r"\btous nos (conseillers|agents|operateurs|collaborateurs) sont "
+        r"(actuellement )?(occupes|en ligne|en communication)\b|"
+        r"\balle (unsere )?(mitarbeiter\w*|leitungen|platze) (sind )?(derzeit |zurzeit )?"
+        r"(belegt|besetzt|im gesprach)\b|"
+        r"\btodos (os )?(nossos )?(atendentes|agentes|operadores) (estao|se encontram) "
+        r"ocupados\b|"
+        r"\btutti i nostri (operatori|consulenti|addetti) sono (attualmente )?occupati\b",
+    ),
+    (
+        "xx_carrier_no_line",
+        3.0,
+        r"\bkein anschluss unter\b|\bmailbox has reached its (limit|capacity)\b|"
+        r"\bmailbox is at (its )?capacity\b",
+    ),
     (
         "en_leave_imperative",
         2.0,
