@@ -629,15 +629,15 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="SPLIT",
         help="list misclassified cases of these splits (dev, heldout, heldout2, heldout3, "
-        "heldout4, heldout5, all); heldout5 is the blind split: looking at its errors makes "
-        "it no longer blind",
+        "heldout4, heldout5, heldout6, all); heldout6 is the blind split: looking at its "
+        "errors makes it no longer blind",
     )
     p.add_argument(
         "--splits",
         nargs="*",
         default=None,
         metavar="SPLIT",
-        help="replay only the cases of these splits (default: all); leave out heldout5, the "
+        help="replay only the cases of these splits (default: all); leave out heldout6, the "
         "blind split, while working on the detectors",
     )
     p.add_argument(

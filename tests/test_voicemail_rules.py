@@ -771,6 +771,11 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
+        # heldout6 is the blind split (written at the start of the round on the arbiter's use
+        # of AMD, before any change; its totals seen once, after it): 91.2%, 2/64 people
+        # classed as machines (3.1%, by the transcript alone), 8/50 machines missed, 3.88 s.
+        # The people target (<= 1%) is not met on blind data: asserted at the level reached.
+        ("heldout6", 0.91, 2 / 64, 3900),
         # heldout5 was the blind split until the round on the arbiter's use of AMD, which
         # looked at its errors (79.2%, 13/76 people as machines before it; 96.2%, 0/76 after,
         # 5/54 machines missed: 4 silent mailboxes, 1 "mailbox full" prompt). Its median from
@@ -798,9 +803,9 @@ def test_combined_detection_on_the_held_out_splits(
 
     Issue targets that are met are asserted as targets (no more than 1% of people classed as
     machines where that holds, the opener within 1 s of a short greeting). Those not met are
-    asserted at what is achieved, so that a regression still fails: accuracy (blind: 79.2%
-    against 98%), people classed as machines on the blind split (17.1% against 1%) and the
-    machine-verdict median (~3.7-4.8 s against 2.5 s). The benchmark reports every split.
+    asserted at what is achieved, so that a regression still fails: accuracy (blind: 91.2%
+    against 98%), people classed as machines on the blind split (3.1% against 1%) and the
+    machine-verdict median (~3.7-4.9 s against 2.5 s). The benchmark reports every split.
     """
     ve = _load_eval()
     cases = [c for c in ve.load_cases() if c["split"] == split]
