@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procs import cpu_s, free_port, rss_bytes, sandbox_env, uptime, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -57,29 +60,6 @@ CALLEE = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -87,46 +67,9 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def _wait_http(url: str, path: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    with httpx.Client(base_url=url, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url} exited with {proc.returncode}")
-            try:
-                if client.get(path).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not start")
-
-
-def _env(
-    work: Path, engine_url: str, sandbox_url: str, fakes_url: str, database_url: str | None
-) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEX_")}
-    env.update(
-        NIXFLEX_DEV_MODE="true",
-        NIXFLEX_VAR_DIR=str(work / "var"),
-        NIXFLEX_DATABASE_URL=database_url or f"sqlite+aiosqlite:///{work / 'load.db'}",
-        NIXFLEX_RECORDINGS_DIR=str(work / "recordings"),
-        NIXFLEX_PUBLIC_BASE_URL=engine_url,
-        NIXFLEX_TWILIO_API_BASE_URL=sandbox_url,
-        NIXFLEX_DEEPGRAM_BASE_URL=fakes_url,
-        NIXFLEX_DEEPGRAM_API_KEY="load",
-        NIXFLEX_ANTHROPIC_BASE_URL=fakes_url,
-        NIXFLEX_ANTHROPIC_API_KEY="load",
-        NIXFLEX_RATE_LIMIT_READS_PER_MINUTE="1000000",
-        NIXFLEX_RATE_LIMIT_WRITES_PER_MINUTE="1000000",
-        NIXFLEX_LOG_LEVEL="WARNING",
-    )
-    return env
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="call-load-"))
-    engine_port, sandbox_port, fakes_port = _free_port(), _free_port(), _free_port()
+    engine_port, sandbox_port, fakes_port = free_port(), free_port(), free_port()
     engine_url = f"http://127.0.0.1:{engine_port}"
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     # the provider fakes in a sandbox process of their own (--split-fakes): the carrier's
@@ -136,7 +79,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     scripts.write_text(
         json.dumps({"default": {"outcome": "answer", "ring_s": 1.0, "callee": CALLEE}})
     )
-    env = _env(work, engine_url, sandbox_url, fakes_url, args.database_url)
+    env = sandbox_env(
+        work,
+        engine_url=engine_url,
+        sandbox_url=sandbox_url,
+        fakes_url=fakes_url,
+        database_url=args.database_url or f"sqlite+aiosqlite:///{work / 'load.db'}",
+        api_key="load",
+    )
     exe = [sys.executable, "-m", "nixflex_engine.cli"]
     sandbox_args = [
         "--scripts",
@@ -162,8 +112,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     engine: subprocess.Popen[bytes] | None = None
     try:
-        _wait_http(sandbox_url, "/sandbox/health", helpers[0])
-        _wait_http(fakes_url, "/sandbox/health", helpers[-1])
+        wait_http(sandbox_url, "/sandbox/health", helpers[0])
+        wait_http(fakes_url, "/sandbox/health", helpers[-1])
         key = json.loads(
             subprocess.run(
                 [
@@ -182,13 +132,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).stdout
         )
         engine = subprocess.Popen([*exe, "serve", "--port", str(engine_port)], env=env)
-        _wait_http(engine_url, "/healthz", engine)
-        cpu0 = [_cpu_s(p.pid) for p in helpers]
+        wait_http(engine_url, "/healthz", engine)
+        cpu0 = [cpu_s(p.pid) for p in helpers]
         result = asyncio.run(_drive(args, engine, engine_url, key))
         result["sandbox_cpu_s"] = [
-            round(_cpu_s(p.pid) - c, 1) for p, c in zip(helpers, cpu0, strict=True)
+            round(cpu_s(p.pid) - c, 1) for p, c in zip(helpers, cpu0, strict=True)
         ]
-        result["uptime_after"] = _uptime()
+        result["uptime_after"] = uptime()
         return result
     finally:
         for proc in (engine, *helpers):
@@ -239,9 +189,9 @@ async def _drive(
         in_flight = 0
         peak_in_flight = 0
         slots = asyncio.Semaphore(args.concurrency)
-        rss0 = _rss(engine.pid)
+        rss0 = rss_bytes(engine.pid)
         rss_peak = rss0
-        cpu0 = _cpu_s(engine.pid)
+        cpu0 = cpu_s(engine.pid)
         t0 = time.monotonic()
 
         async def one(i: int) -> None:
@@ -282,14 +232,14 @@ async def _drive(
         async def sample() -> None:
             nonlocal rss_peak
             while True:
-                rss_peak = max(rss_peak, _rss(engine.pid))
+                rss_peak = max(rss_peak, rss_bytes(engine.pid))
                 await asyncio.sleep(0.5)
 
         sampler = asyncio.create_task(sample())
         await asyncio.gather(*(one(i) for i in range(args.calls)))
         wall = time.monotonic() - t0
         sampler.cancel()
-        cpu = _cpu_s(engine.pid) - cpu0
+        cpu = cpu_s(engine.pid) - cpu0
 
     correct = [
         r
@@ -374,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.calls, args.concurrency = 10, 5
-    before = _uptime()
+    before = uptime()
     print("load before:", before)
     result = run(args)
     result["uptime_before"] = before

@@ -39,7 +39,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _procs import free_port, sandbox_env, uptime, wait_http
 from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import accounts, api_keys, calls, campaign_recipients
 
@@ -67,52 +69,16 @@ SCRIPTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
-def _wait_http(url: str, path: str, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=url, timeout=2) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url} exited with {proc.returncode}")
-            try:
-                if client.get(path).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
-
-
 def _env(work: Path, engine_url: str, sandbox_url: str, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIXFLEX_")}
-    env.update(
-        NIXFLEX_DEV_MODE="true",
-        NIXFLEX_VAR_DIR=str(work / "var"),
-        NIXFLEX_DATABASE_URL=database_url,
-        NIXFLEX_RECORDINGS_DIR=str(work / "recordings"),
-        NIXFLEX_PUBLIC_BASE_URL=engine_url,
-        NIXFLEX_TWILIO_API_BASE_URL=sandbox_url,
-        NIXFLEX_DEEPGRAM_BASE_URL=sandbox_url,
-        NIXFLEX_DEEPGRAM_API_KEY="bench",
-        NIXFLEX_ANTHROPIC_BASE_URL=sandbox_url,
-        NIXFLEX_ANTHROPIC_API_KEY="bench",
-        NIXFLEX_RATE_LIMIT_READS_PER_MINUTE="1000000",
-        NIXFLEX_RATE_LIMIT_WRITES_PER_MINUTE="1000000",
-        NIXFLEX_LOG_LEVEL="WARNING",
+    return sandbox_env(
+        work,
+        engine_url=engine_url,
+        sandbox_url=sandbox_url,
+        database_url=database_url,
         # a claim a killed engine never turned into a call row is re-queued after 10 s
         NIXFLEX_CAMPAIGN_CLAIM_LEASE_SECONDS="10",
         NIXFLEX_CAMPAIGN_RECONCILE_INTERVAL_SECONDS="2",
     )
-    return env
 
 
 class Engine:
@@ -132,7 +98,7 @@ class Engine:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait_http(f"http://127.0.0.1:{self.port}", "/healthz", self.proc)
+        wait_http(f"http://127.0.0.1:{self.port}", "/healthz", self.proc)
         self.starts += 1
         return time.monotonic() - t
 
@@ -152,7 +118,7 @@ class Engine:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="campaign-bench-"))
-    engine_port, sandbox_port = _free_port(), _free_port()
+    engine_port, sandbox_port = free_port(), free_port()
     engine_url = f"http://127.0.0.1:{engine_port}"
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     database_url = args.database_url or f"sqlite+aiosqlite:///{work / 'campaign.db'}"
@@ -178,7 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     engine = Engine(exe, engine_port, env, work / "engine.log")
     try:
-        _wait_http(sandbox_url, "/sandbox/health", sandbox)
+        wait_http(sandbox_url, "/sandbox/health", sandbox)
         engine.start()  # migrates the database
         key = json.loads(
             subprocess.run(
@@ -198,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ).stdout
         )
         result = asyncio.run(_drive(args, engine, engine_url, sandbox_url, database_url, key))
-        result["uptime_after"] = _uptime()
+        result["uptime_after"] = uptime()
         result["database"] = "postgresql" if args.database_url else "sqlite"
         return result
     finally:
@@ -221,7 +187,7 @@ async def _drive(
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key['key_id']}:{key['key_secret']}"}
     db = Database(database_url)
-    uptime_before = _uptime()
+    uptime_before = uptime()
     async with httpx.AsyncClient(base_url=engine_url, timeout=60, headers=headers) as client:
         r = await client.post(
             "/v1/agents",
