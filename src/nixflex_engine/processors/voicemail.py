@@ -88,8 +88,9 @@ for ``leave_message`` until the message is final; then it ends. After a person i
 speech, transcript and beep events still reach the arbiter until ``late_window_ms`` after
 pickup (``late_beep_detection=False`` stops the beep detector at the verdict); after that only
 an ``AMDResultFrame`` is looked at (a late AMD is recorded, and the arbiter judges it). A
-machine verdict with ``hangup`` or ``ignore`` stops everything at once. Measured per 20 ms
-audio frame: about 20 µs while the beep detector runs (one FFT), about 1 µs after.
+machine verdict with ``hangup`` or ``ignore`` stops everything at once. Per 20 ms audio frame
+while the beep detector runs: an FFT on every other frame outside a tone (5.3 µs per frame on
+average over the voicemail evaluation set, on this project's 2-core VM); about 1 µs after.
 """
 
 from __future__ import annotations
