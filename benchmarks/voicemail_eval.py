@@ -629,7 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="SPLIT",
         help="list misclassified cases of these splits (dev, heldout, heldout2, heldout3, "
-        "heldout4, heldout5, heldout6, all); heldout6 is the blind split: looking at its "
+        "heldout4, heldout5, heldout6, heldout7, all); heldout7 is the blind split: looking at "
+        "its "
         "errors makes it no longer blind",
     )
     p.add_argument(
@@ -637,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=None,
         metavar="SPLIT",
-        help="replay only the cases of these splits (default: all); leave out heldout6, the "
+        help="replay only the cases of these splits (default: all); leave out heldout7, the "
         "blind split, while working on the detectors",
     )
     p.add_argument(

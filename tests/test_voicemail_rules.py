@@ -755,6 +755,7 @@ def test_eval_set_is_labelled_and_varied() -> None:
         "heldout4",
         "heldout5",
         "heldout6",
+        "heldout7",
     }
     assert len({c["id"] for c in cases}) == len(cases)
     amd = [e for c in cases for e in c["events"] if e["type"] == "amd"]

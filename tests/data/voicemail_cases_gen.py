@@ -29,7 +29,10 @@ How the set is built, and why it is not tuned to the detectors:
   that round, before any change: its totals were seen once, then its errors were looked at in
   the round on the arbiter's use of AMD, so it is no longer blind), ``heldout6``
   (``TEMPLATES_HELDOUT6``, 57 templates with new wordings written at the start of that round,
-  before any change: only its totals are looked at; it is the blind figure).
+  before any change: its totals were seen once, then its errors were looked at in the round
+  on heldout6's errors, so it is no longer blind), ``heldout7`` (``TEMPLATES_HELDOUT7``, 58
+  templates with new wordings, no text or sentence of an earlier split, written at the start
+  of that round before any change: only its totals are looked at; it is the blind figure).
 * Timing model: speech starts 0.2-1.4 s after pickup (people) or 0.3-1.6 s (machines and
   carrier prompts); speaking rate 2.6-4.0 words/s (machines read slower than people
   talk); "/" in a template is a short pause inside a greeting (150-550 ms, sometimes up to
@@ -694,6 +697,78 @@ TEMPLATES_HELDOUT6: list[T] = [
     T("it", "machine", "personal_nocue", "{first}. / A presto.", "always", "short, no phrase cue"),
     T("it", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
 ]
+TEMPLATES_HELDOUT7: list[T] = [
+    # English, people
+    T("en", "human", "long", "Yeah hello, sorry about the noise, I'm on the train and the signal keeps cutting in and out, / what's this regarding?", notes="long live answer"),
+    T("en", "human", "take_message", "She's tied up in a meeting until three, / shall I let her know somebody rang for her?", notes="hard: take a message"),
+    T("en", "human", "receptionist", "{company} front office, {first} speaking, / is this for sales or for billing?", notes="hard: receptionist"),
+    T("en", "human", "mentions_voicemail", "Hi, yeah, my voicemail's been full for weeks so I figured I'd better actually pick up, / who am I talking to?", notes="hard: 'voicemail' said live"),
+    T("en", "human", "self_id", "This is {first} from {company}, / go ahead.", notes="name and company"),
+    T("en", "human", "silent_then_hello", "// Um, hi there, hello? / Is anybody actually on this call?"),
+    T("en", "human", "take_message", "Dad's asleep on the couch, / do you want me to get him to phone you tomorrow?", notes="hard: take a message"),
+    # English, machines
+    T("en", "machine", "personal", "Hiya, {first} here. / I'm out and about at the moment. / Drop me a message after the beep and I'll ring you back.", "maybe"),
+    T("en", "machine", "business", "You've called {company}. / We're away for the holidays and will reopen on Monday the fourth. / Please leave your details after the tone.", "maybe", "holiday closure"),
+    T("en", "machine", "carrier", "The wireless customer you are trying to reach is unavailable. / Kindly attempt your call once more in a few minutes.", "never"),
+    T("en", "machine", "carrier_full", "The voice mailbox you have dialed cannot accept any more messages at this time. / This call will now end.", "never"),
+    T("en", "machine", "personal_nocue", "{first} and {last}. / Cheers then.", "always", "short, no phrase cue"),
+    T("en", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # Spanish, people
+    T("es", "human", "long", "Sí, aló, perdone que estaba en la cocina con las manos llenas de harina y tuve que limpiarme, / ¿quién me llama, por favor?", notes="long live answer"),
+    T("es", "human", "take_message", "Mi marido salió a trabajar temprano, / ¿quiere que le diga que usted llamó?", notes="hard: take a message"),
+    T("es", "human", "receptionist", "Despacho {company}, buenas tardes, habla {first}, / ¿a quién le paso?", notes="hard: receptionist"),
+    T("es", "human", "mentions_voicemail", "Hola, vi que tenía una llamada perdida y un mensaje de voz suyo, / ¿me decía?", notes="hard: 'mensaje de voz' said live"),
+    T("es", "human", "silent_then_hello", "// ¿Aló, aló? / ¿Me escucha alguien?"),
+    # Spanish, machines
+    T("es", "machine", "personal", "Hola, te comunicaste con {first}. / Ahora mismo estoy ocupado. / Déjame tu recado después del tono.", "maybe"),
+    T("es", "machine", "carrier", "El número marcado no existe. / Por favor revise el número y vuelva a marcar.", "never"),
+    T("es", "machine", "personal_nocue", "{first} {last} al habla. / Chao, chao.", "always", "short, no phrase cue"),
+    T("es", "machine", "business", "Usted se ha comunicado con el conmutador de {company}. / Para ventas, oprima uno. / Para soporte técnico, oprima dos.", "never", "phone menu"),
+    # French, people
+    T("fr", "human", "long", "Allô oui, excusez-moi, j'avais le bébé dans les bras et il a fallu que je le pose dans son lit, / c'est pour quoi exactement ?", notes="long live answer"),
+    T("fr", "human", "take_message", "Ma femme est partie chercher les enfants, / je lui dis de vous rappeler ?", notes="hard: take a message"),
+    T("fr", "human", "receptionist", "Agence {company}, {first} bonjour, / vous souhaitez parler à quel conseiller ?", notes="hard: receptionist"),
+    T("fr", "human", "mentions_voicemail", "Oui, j'ai eu votre message vocal hier soir mais je n'ai pas pu rappeler, / dites-moi tout.", notes="hard: 'message vocal' said live"),
+    T("fr", "human", "silent_then_hello", "// Allô allô ? / Y a quelqu'un au bout du fil ?"),
+    # French, machines
+    T("fr", "machine", "personal", "Salut, vous êtes bien chez {first}. / Je suis absent pour l'instant. / Laissez vos coordonnées après le signal.", "maybe"),
+    T("fr", "machine", "carrier", "Le numéro que vous avez composé n'est plus attribué.", "never"),
+    T("fr", "machine", "personal_nocue", "Ici {first} {last}. / Gros bisous.", "always", "short, no phrase cue"),
+    T("fr", "machine", "silent_mailbox", "", "never", "no greeting and no beep"),
+    # German, people
+    T("de", "human", "long", "Ja, {last}, hallo, Entschuldigung, ich stand gerade unter der Dusche und bin schnell rausgesprungen, / mit wem spreche ich bitte?", notes="long live answer"),
+    T("de", "human", "take_message", "Meine Frau ist beim Einkaufen, / soll sie Sie zurückrufen?", notes="hard: take a message"),
+    T("de", "human", "receptionist", "Kanzlei {company}, guten Morgen, {first} hier, / mit wem darf ich Sie verbinden?", notes="hard: receptionist"),
+    T("de", "human", "mentions_voicemail", "Hallo, ich hab gesehen, dass Sie mir auf den Anrufbeantworter gesprochen haben, / was kann ich denn für Sie tun?", notes="hard: 'Anrufbeantworter' said live"),
+    T("de", "human", "silent_then_hello", "// Ja, bitte schön? / Hört mich jemand?"),
+    # German, machines
+    T("de", "machine", "personal", "Hey, hier ist die Box von {first}. / Ich kann gerade nicht rangehen. / Hinterlass mir eine Nachricht nach dem Ton.", "maybe"),
+    T("de", "machine", "business", "Schön, dass Sie {company} anrufen. / Unsere Geschäftszeiten sind montags bis freitags von acht bis siebzehn Uhr. / Vielen Dank für Ihren Anruf.", "never", "closed office, no mailbox cue"),
+    T("de", "machine", "carrier", "Der gewünschte Teilnehmer ist momentan leider nicht zu erreichen. / Rufen Sie bitte zu einem späteren Zeitpunkt wieder an.", "never"),
+    T("de", "machine", "personal_nocue", "{first} {last} hier. / Tschüssi.", "always", "short, no phrase cue"),
+    # Portuguese, people
+    T("pt", "human", "long", "Alô, pois não, desculpa, eu tava no quintal estendendo roupa e deixei o telefone na mesa, / é da onde?", notes="long live answer"),
+    T("pt", "human", "take_message", "A minha mãe tá no banho agora, / quer que eu peça pra ela retornar?", notes="hard: take a message"),
+    T("pt", "human", "receptionist", "Escritório {company}, boa tarde, aqui é a {first}, / deseja falar com qual setor?", notes="hard: receptionist"),
+    T("pt", "human", "mentions_voicemail", "Oi, eu vi que você deixou recado na minha caixa postal, / o que houve?", notes="hard: 'caixa postal' said live"),
+    T("pt", "human", "silent_then_hello", "// Oi, alô? / Tem alguém falando comigo?"),
+    # Portuguese, machines
+    T("pt", "machine", "personal", "E aí, caiu na caixa do {first}. / Tô sem poder atender agora. / Deixa o teu recado depois do bipe.", "maybe"),
+    T("pt", "machine", "carrier", "Este número de telefone não existe. / Por favor, verifique o número discado.", "never"),
+    T("pt", "machine", "personal_nocue", "{first} {last} aqui. / Tchau, tchau.", "always", "short, no phrase cue"),
+    T("pt", "machine", "beep_only", "", "always", "no greeting, beep only"),
+    # Italian, people
+    T("it", "human", "long", "Pronto, eccomi, scusi tanto, stavo scaricando la spesa dalla macchina e avevo le mani occupate, / scusi, lei chi sarebbe?", notes="long live answer"),
+    T("it", "human", "take_message", "Mio figlio è a scuola adesso, / gli faccio richiamare lei più tardi?", notes="hard: take a message"),
+    T("it", "human", "receptionist", "Agenzia {company}, buonasera, parla {first}, / a chi la passo?", notes="hard: receptionist"),
+    T("it", "human", "mentions_voicemail", "Sì, salve, ho trovato un suo messaggio vocale sul telefono, / mi racconti.", notes="hard: 'messaggio vocale' said live"),
+    T("it", "human", "silent_then_hello", "// Sì? / Pronto, mi sente?"),
+    # Italian, machines
+    T("it", "machine", "personal", "Ciao, questa è la segreteria di {first}. / In questo momento sono occupato. / Lascia un messaggio dopo il segnale acustico.", "maybe"),
+    T("it", "machine", "business", "Questo è il centralino automatico di {company}. / Per l'ufficio vendite, digiti uno. / Per l'amministrazione, digiti due.", "never", "phone menu"),
+    T("it", "machine", "carrier", "Il numero da lei composto risulta inesistente. / Si prega di controllare il numero.", "never"),
+    T("it", "machine", "personal_nocue", "{first} {last} qua. / Ci si becca.", "always", "short, no phrase cue"),
+]
 # fmt: on
 
 BEEP_FREQS_HZ = [1000, 1000, 1000, 1000, 850, 950, 1400, 440, 1200, 600, 1800]
@@ -885,6 +960,13 @@ def main() -> None:
             case = make_case(t, variant, offset + i, rng)
             case["split"] = "heldout6"
             cases.append(case)
+    # The seventh held-out set continues the stream again: every case above stays identical.
+    offset += len(TEMPLATES_HELDOUT6)
+    for i, t in enumerate(TEMPLATES_HELDOUT7):
+        for variant in (1, 2):
+            case = make_case(t, variant, offset + i, rng)
+            case["split"] = "heldout7"
+            cases.append(case)
     with OUT.open("w", encoding="utf-8") as f:
         for c in cases:
             f.write(json.dumps(c, ensure_ascii=False) + "\n")
@@ -895,10 +977,12 @@ def main() -> None:
     n_ho4 = sum(c["split"] == "heldout4" for c in cases)
     n_ho5 = sum(c["split"] == "heldout5" for c in cases)
     n_ho6 = sum(c["split"] == "heldout6" for c in cases)
+    n_ho7 = sum(c["split"] == "heldout7" for c in cases)
     print(
         f"{len(cases)} cases ({n_h} human, {len(cases) - n_h} machine), "
         f"{n_ho} held out, {n_ho2} in the second held-out set, {n_ho3} in the third, "
-        f"{n_ho4} in the fourth, {n_ho5} in the fifth, {n_ho6} in the sixth -> {OUT}"
+        f"{n_ho4} in the fourth, {n_ho5} in the fifth, {n_ho6} in the sixth, "
+        f"{n_ho7} in the seventh -> {OUT}"
     )
 
 
