@@ -772,11 +772,10 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
-        # heldout6 is the blind split (written at the start of the round on the arbiter's use
-        # of AMD, before any change; its totals seen once, after it): 91.2%, 2/64 people
-        # classed as machines (3.1%, by the transcript alone), 8/50 machines missed, 3.88 s.
-        # The people target (<= 1%) is not met on blind data: asserted at the level reached.
-        ("heldout6", 0.91, 2 / 64, 3900),
+        # heldout6 was the blind split until the round on heldout6's errors, which traced them
+        # (91.2%, 2/64 people as machines, 8/50 missed before it; 98.2%, 0/64, 2/50 after:
+        # the 2 left are a silent mailbox; median 3.88 s -> 3.85 s).
+        ("heldout6", 0.98, 0.01, 3900),
         # heldout5 was the blind split until the round on the arbiter's use of AMD, which
         # looked at its errors (79.2%, 13/76 people as machines before it; 96.2%, 0/76 after,
         # 5/54 machines missed: 4 silent mailboxes, 1 "mailbox full" prompt). Its median from
@@ -1300,3 +1299,107 @@ def test_a_queue_prompt_alone_needs_corroboration_a_receptionist_may_say_it() ->
     tl2.say("La preghiamo di richiamare più tardi.", 3400, 5600)
     first = first_decided([v for _, v in tl2.run(TranscriptClassifier(), 9000)])
     assert first is not None and first.label == "machine"
+
+
+# heldout6 (a development split from this round): a person who has just checked their own
+# voicemail ("je viens d'écouter ma messagerie", where "messagerie" is a strong phrase) and
+# says so live, in every language. A greeting is recorded before the call: it never reports
+# that it checked its own messages.
+CHECKED_MY_VOICEMAIL = [
+    "Hi, I just checked my voicemail and saw a missed call from this number, who is this?",
+    "Hola, acabo de revisar el buzón y vi una llamada de este número, ¿quién habla?",
+    "Oui bonjour, je viens d'écouter ma messagerie, je vous écoute.",
+    "Oui, j'ai consulté mes messages ce matin, c'est pour quoi ?",
+    "Hallo, ich habe gerade meine Mailbox abgehört, wer ist da?",
+    "Alô, acabei de ouvir a minha caixa postal, quem fala?",
+    "Pronto, ho appena ascoltato la segreteria, chi parla?",
+]
+
+
+@pytest.mark.parametrize("text", CHECKED_MY_VOICEMAIL, ids=lambda t: t[:30])
+def test_a_callee_who_just_checked_their_voicemail_is_a_person(text: str) -> None:
+    assert any(c.name == "xx_checked_my_voicemail" for c in find_cues(text)), find_cues(text)
+    end = 500 + _duration_ms(text)
+    vs = verdicts(text, 500, end, end + 3000)
+    assert all(v.label != "machine" for v in vs), [v.reason for v in vs if v.label == "machine"]
+    first = first_decided(vs)
+    assert first is not None and first.label == "human"
+    # Twilio hears one long run and says "machine": still a person.
+    tl = Timeline().say(text, 500, end).amd("machine_end_silence", end + 1500)
+    arb, _ = run(tl, end + 4000)
+    assert arb.state == "human", arb.result()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A greeting that names its own messagerie, or says it checks messages (present tense),
+        # is still a machine: only a report of having just checked them is a person cue.
+        "Vous êtes bien sur ma messagerie, laissez-moi un message après le bip.",
+        "Hi, this is Sam, I check my voicemail every day, leave a message after the tone.",
+        "Hai chiamato la segreteria di Paolo, lascia un messaggio dopo il segnale acustico.",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_a_greeting_naming_its_own_voicemail_is_still_a_machine(text: str) -> None:
+    assert not any(c.name == "xx_checked_my_voicemail" for c in find_cues(text))
+    end = 600 + _duration_ms(text)
+    first = first_decided(verdicts(text, 600, end, end + 2000))
+    assert first is not None and first.label == "machine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # "the number you have dialled" in the languages that lacked it (en, es, it had it)
+        "Die von Ihnen gewählte Rufnummer ist derzeit nicht erreichbar.",
+        "Die angerufene Mobilfunknummer ist nicht vergeben.",
+        "O número para o qual você ligou está indisponível.",
+        "O número discado não existe.",
+        "Le numéro que vous avez composé n'est pas disponible.",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_the_number_you_dialled_is_a_carrier_phrase(text: str) -> None:
+    assert max(c.weight for c in find_cues(text)) >= 3.0, find_cues(text)
+    end = 700 + _duration_ms(text)
+    tl = Timeline().say(text, 700, end).amd("machine_end_silence", end + 1600)
+    arb, _ = run(tl, end + 3000)
+    assert arb.state == "machine", arb.result()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "You've called outside our business hours. We're open Monday to Friday, nine to five.",
+        "Ha llamado fuera de nuestro horario. Atendemos de lunes a viernes de nueve a seis.",
+        "Vous appelez en dehors de nos horaires. Nous sommes ouverts du lundi au vendredi.",
+        "Sie rufen außerhalb unserer Geschäftszeiten an, montags bis freitags ab acht Uhr.",
+        "Você ligou fora do nosso horário. Atendemos de segunda a sexta.",
+        "Ha chiamato fuori orario. Siamo aperti dal lunedì al venerdì.",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_a_closed_office_recording_with_its_hours_and_days_is_a_machine(text: str) -> None:
+    end = 700 + _duration_ms(text)
+    first = first_decided(verdicts(text, 700, end, end + 3000))
+    assert first is not None and first.label == "machine"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Opening days alone are weak: a person may say them when asked.
+        "Yes, we're open Monday to Friday, what do you need?",
+        "Sí, abrimos de lunes a viernes, ¿en qué le puedo ayudar?",
+        "Oui, on est là du lundi au vendredi, c'est pour quoi ?",
+        "Ja, wir haben montags bis freitags auf, worum geht es?",
+        "Sim, a gente abre de segunda a sexta, quem fala?",
+        "Sì, siamo aperti dal lunedì al venerdì, chi parla?",
+    ],
+    ids=lambda t: t[:30],
+)
+def test_a_person_telling_the_opening_days_stays_a_person(text: str) -> None:
+    end = 500 + _duration_ms(text)
+    vs = verdicts(text, 500, end, end + 3000)
+    assert all(v.label != "machine" for v in vs), [v.reason for v in vs if v.label == "machine"]

@@ -311,7 +311,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "en_business_hours",
         1.5,
         r"\b(business|office) hours\b|\boffice is (currently )?closed\b|\bnext business day\b|"
-        r"\bafter hours\b",
+        r"\bafter hours\b|\boutside (of )?(our )?(normal |regular |usual )?(business |office |"
+        r"opening )?hours\b",
     ),
     ("en_you_know", 2.0, r"\byou know what to do\b"),
     ("en_voicemail_word", 1.0, r"\bvoice ?mail\b"),
@@ -350,14 +351,23 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ),
     ("es_not_available", 1.0, r"\bno esta disponible\b"),
     ("es_not_available_me", 1.5, r"\bno (estoy|estamos) disponibles?\b"),
-    ("es_hours", 1.5, r"\bhorario de (atencion|oficina)\b"),
+    (
+        "es_hours",
+        1.5,
+        r"\bhorario de (atencion|oficina)\b|\bfuera (de|del) (nuestro |su )?horario\b",
+    ),
     ("es_you_know", 2.0, r"\bya sabes (que|lo que) (hacer|tienes que hacer)\b"),
     ("es_mailbox_word", 1.0, r"\bbuzon\b"),
     ("es_try_later", 1.0, r"\b(intentelo|llame) (mas tarde|de nuevo)\b"),
     # ---------------------------------------------------------------- French, machine
     ("fr_after_tone", 3.0, r"\bapres le (bip|signal|top)\b|\bau (bip|signal)( sonore)?\b"),
     ("fr_voicemail", 3.0, r"\bmessagerie\b"),
-    ("fr_correspondent", 3.0, r"\bvotre correspondant\b|\ble correspondant que vous\b"),
+    (
+        "fr_correspondent",
+        3.0,
+        r"\bvotre correspondant\b|\ble correspondant que vous\b|"
+        r"\ble numero (que vous avez |que vous )?(compose|demande)\b",
+    ),
     ("fr_not_reachable", 1.5, r"\bn'est pas joignable\b|\bpas joignable\b"),
     ("fr_you_are_on", 1.5, r"\bvous etes (bien )?(sur|chez)\b"),
     (
@@ -383,7 +393,7 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "fr_hours",
         1.5,
         r"\b(nos bureaux|le cabinet|l'agence) (sont|est) fermes?\b|\bhoraires d'ouverture\b|"
-        r"\bnous sommes ouverts\b",
+        r"\bnous sommes ouverts\b|\ben dehors (de nos|des) (heures|horaires)\b",
     ),
     ("fr_answering_machine", 1.0, r"\brepondeur\b"),
     ("fr_full", 3.0, r"\best pleine\b"),
@@ -413,7 +423,8 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "de_party",
         3.0,
         r"\b(der|die) gewunschte (gesprachspartner|teilnehmer|person)\b|\bihr gesprachspartner\b|"
-        r"\bder teilnehmer ist\b|\bdie person die sie anrufen\b",
+        r"\bder teilnehmer ist\b|\bdie person die sie anrufen\b|"
+        r"\b(die|der) (von ihnen )?(gewahlte|angerufene) \w*nummer\b",
     ),
     ("de_speak_after", 3.0, r"\bsprechen sie nach\b"),
     (
@@ -454,14 +465,20 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "de_hours",
         1.5,
         r"\b(praxis|buro|kanzlei|geschaft) ist (derzeit |zurzeit |momentan )?geschlossen\b|"
-        r"\b(sprechzeiten|offnungszeiten|geschaftszeiten)\b",
+        r"\b(sprechzeiten|offnungszeiten|geschaftszeiten)\b|\bausserhalb (unserer|der) \w*zeiten\b",
     ),
     ("de_answering_machine", 1.0, r"\banrufbeantworter\b"),
     # ---------------------------------------------------------------- Portuguese, machine
     ("pt_after_tone", 3.0, r"\b(apos|depois d)o (sinal|bipe|bip)\b"),
     ("pt_record", 3.0, r"\bgrave (seu|sua|o seu|a sua) (recado|mensagem)\b"),
     ("pt_voicemail", 3.0, r"\bcaixa de mensagens\b|\bcorreio de voz\b"),
-    ("pt_person_called", 3.0, r"\ba pessoa (para quem|com quem|que) (voce )?(ligou|chamou)\b"),
+    (
+        "pt_person_called",
+        3.0,
+        r"\ba pessoa (para quem|com quem|que) (voce )?(ligou|chamou)\b|"
+        r"\bo numero (para o qual|que|para quem) (voce )?(ligou|discou|chamou|marcou)\b|"
+        r"\bo numero (discado|chamado|marcado)\b",
+    ),
     ("pt_off", 3.0, r"\b(desligado|fora da area)\b"),
     (
         "pt_leave_imperative",
@@ -478,7 +495,11 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ),
     ("pt_not_available", 1.0, r"\bnao esta disponivel\b|\bindisponivel\b"),
     ("pt_not_available_me", 1.5, r"\bnao (estou|estamos) disponive(l|is)\b"),
-    ("pt_hours", 1.5, r"\bhorario de (atendimento|funcionamento)\b"),
+    (
+        "pt_hours",
+        1.5,
+        r"\bhorario de (atendimento|funcionamento)\b|\bfora do (nosso |seu )?horario\b",
+    ),
     ("pt_charge", 3.0, r"\bsujeita a cobranca\b"),
     (
         "pt_try_later",
@@ -513,7 +534,20 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     ("it_not_available_me", 1.5, r"\bnon sono disponibile\b|\bnon siamo disponibili\b"),
     ("it_you_called", 1.5, r"\b(avete|hai) chiamato\b"),
     ("it_call_back", 1.0, r"\b(vi|ti|la|sarete) (richiamero|richiamo|richiameremo|richiamati)\b"),
-    ("it_hours", 1.5, r"\b(lo studio|l'ufficio|il negozio) e chiuso\b|\borari di apertura\b"),
+    (
+        "it_hours",
+        1.5,
+        r"\b(lo studio|l'ufficio|il negozio) e chiuso\b|\borari di apertura\b|"
+        r"\bfuori (dall'|dal |dall )?orario\b",
+    ),
+    # Opening days read out as a range ("Monday to Friday"): what a closed office's recording
+    # says after its hours. Weak: a person may say it when asked; it corroborates hours.
+    (
+        "xx_weekdays",
+        1.0,
+        r"\bmonday (through|to|thru) friday\b|\bde lunes a viernes\b|\bdu lundi au vendredi\b|"
+        r"\bmontags? bis freitags?\b|\bde segunda a sexta\b|\bdal lunedi al venerdi\b",
+    ),
     ("it_not_available", 1.0, r"\bnon e (al momento )?disponibile\b|\bnon disponibile\b"),
     ("it_segreteria_word", 1.0, r"\bsegreteria\b"),
     (
@@ -603,12 +637,14 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
     (
         "fr_live",
         -1.5,
-        r"\b(il y a quelqu'un|j'ecoute|a l'appareil|je suis au volant|vous pouvez rappeler)\b",
+        r"\b(il y a quelqu'un|j'ecoute|je vous ecoute|a l'appareil|je suis au volant|vous pouvez "
+        r"rappeler)\b",
     ),
     (
         "fr_you_left",
         -2.0,
-        r"\bvous m'avez laisse\b|\btu m'as laisse\b|\bj'ai (bien )?(eu|vu|entendu|ecoute|recu) "
+        r"\bvous m'avez laisse\b|\btu m'as laisse\b|\bvous (m')?(aviez|avez) laisse (un|une|"
+        r"votre)\b|\bj'ai (bien )?(eu|vu|entendu|ecoute|recu) "
         r"(votre|ton|ta|vos|tes) (message|messages|appel)\b",
     ),
     (
@@ -689,6 +725,24 @@ _CUE_TABLE: tuple[tuple[str, float, str], ...] = (
         "it_with_me",
         -2.0,
         r"\b(messaggio|detto) a me\b|\b(glielo|gliela) (dico|riferisco|passo)\b|\briferisco io\b",
+    ),
+    # The callee says they have just checked their own voicemail ("je viens d'écouter ma
+    # messagerie"): a greeting is recorded before the call and never reports that. Past tense
+    # or "just" only: a greeting may say "I check my voicemail daily".
+    (
+        "xx_checked_my_voicemail",
+        -2.0,
+        r"\b(i (just |have |'ve )?(checked|listened to|went through)) my (voice ?mail|mailbox|"
+        r"messages|answering machine)\b|"
+        r"\b(revise|escuche|acabo de (revisar|escuchar)) (mi|el) (buzon|contestador|correo de voz|"
+        r"mensajes)\b|"
+        r"\b(je viens d'|j'ai )(ecouter|consulter|verifier|relever|ecoute|consulte|verifie|releve) "
+        r"(ma|mes) (messagerie|messages|repondeur)\b|"
+        r"\b(meine|die) (mailbox|anrufbeantworter|nachrichten) (abgehort|gecheckt|angehort)\b|"
+        r"\b(ouvi|escutei|verifiquei|acabei de (ouvir|escutar|verificar)) (a |o )?(minha |meu )?"
+        r"(caixa postal|correio de voz|mensagens)\b|"
+        r"\bho (appena )?(ascoltato|controllato|sentito) (la mia |la |le mie |i miei )?"
+        r"(segreteria|casella vocale|messaggi)\b",
     ),
 )
 
