@@ -772,6 +772,11 @@ def test_eval_set_is_labelled_and_varied() -> None:
 @pytest.mark.parametrize(
     ("split", "min_accuracy", "max_false_machine_rate", "max_machine_median_ms"),
     [
+        # heldout7 is the blind split (written at the start of the round on heldout6's
+        # errors, before any change; its totals seen once, after it): 97.4%, 0/64 people
+        # classed as machines, 3/52 machines missed, 4.21 s. The people target (<= 1%) is met
+        # on blind data and asserted as the target; accuracy and median at the level reached.
+        ("heldout7", 0.97, 0.01, 4250),
         # heldout6 was the blind split until the round on heldout6's errors, which traced them
         # (91.2%, 2/64 people as machines, 8/50 missed before it; 98.2%, 0/64, 2/50 after:
         # the 2 left are a silent mailbox; median 3.88 s -> 3.85 s).
@@ -803,16 +808,21 @@ def test_combined_detection_on_the_held_out_splits(
 
     Issue targets that are met are asserted as targets (no more than 1% of people classed as
     machines where that holds, the opener within 1 s of a short greeting). Those not met are
-    asserted at what is achieved, so that a regression still fails: accuracy (blind: 91.2%
-    against 98%), people classed as machines on the blind split (3.1% against 1%) and the
-    machine-verdict median (~3.7-4.9 s against 2.5 s). The benchmark reports every split.
+    asserted at what is achieved, so that a regression still fails: accuracy (blind heldout7:
+    97.4% against 98%) and the machine-verdict median (~3.8-4.9 s against 2.5 s). The
+    benchmark reports every split.
     """
     ve = _load_eval()
     cases = [c for c in ve.load_cases() if c["split"] == split]
     rep = ve.evaluate(cases, leave_message=False)
     s = rep.scores[split]["combined"].summary()
     assert s["false_machine_rate"] <= max_false_machine_rate + 1e-9, s
-    assert s["opener_after_short_greeting_max_ms"] <= 1000, s
+    opener_max = s["opener_after_short_greeting_max_ms"]
+    # heldout7's people all give long answers or first stay silent (the opener then comes on
+    # the silence, before they speak): no short "Hello?" opener is measured there.
+    if split != "heldout7":
+        assert opener_max is not None, s
+    assert opener_max is None or opener_max <= 1000, s
     assert s["accuracy"] >= min_accuracy, s
     assert s["machine_verdict_median_ms"] <= max_machine_median_ms, s
     # Combined beats every detector alone.
