@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["cpu_s", "free_port", "rss_bytes", "sandbox_env", "uptime", "wait_http"]
+__all__ = ["cpu_s", "free_port", "rss_bytes", "sandbox_env", "stop", "uptime", "wait_http"]
 
 
 def free_port() -> int:
@@ -41,6 +41,17 @@ def wait_http(url: str, path: str, proc: subprocess.Popen[bytes], timeout_s: flo
                 pass
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start")
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
+    """Terminate ``proc`` if it still runs; kill it if it does not exit in ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def sandbox_env(

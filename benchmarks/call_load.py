@@ -41,7 +41,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import cpu_s, free_port, rss_bytes, sandbox_env, uptime, wait_http
+from _procs import cpu_s, free_port, rss_bytes, sandbox_env, stop, uptime, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -142,12 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return result
     finally:
         for proc in (engine, *helpers):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc)
 
 
 async def _drive(

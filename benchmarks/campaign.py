@@ -52,7 +52,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import free_port, sandbox_env, uptime, wait_http
+from _procs import free_port, sandbox_env, stop, uptime, wait_http
 from nixflex_engine.store.db import Database
 from nixflex_engine.store.models import accounts, api_keys, calls, campaign_recipients
 
@@ -108,12 +108,7 @@ class Engine:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc, 20)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,12 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return result
     finally:
         engine.stop()
-        if sandbox.poll() is None:
-            sandbox.terminate()
-            try:
-                sandbox.wait(15)
-            except subprocess.TimeoutExpired:
-                sandbox.kill()
+        stop(sandbox)
 
 
 async def _drive(
